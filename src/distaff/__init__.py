@@ -1,0 +1,109 @@
+"""distaff: run async functions and async generators on pools of worker processes.
+
+Layout (dependencies point down):
+
+    runtime/        what users touch: routine, Task, WorkerPool, contexts;
+                    the worker process and service; discovery backends
+    proxy/          WorkerProxy (membership + dispatch loop), the per-worker
+                    WorkerConnection, LoadBalancerContext
+    balancers/      the balancer protocols and RoundRobinLoadBalancer
+    serialization/  the wire (.proto + generated code), pickling of tasks,
+                    exception shipping, worker metadata codec
+"""
+
+from __future__ import annotations
+
+import contextlib as _contextlib
+
+from ._exceptions import (
+    DistaffError as DistaffError,
+)
+from ._exceptions import (
+    NoWorkersAvailable as NoWorkersAvailable,
+)
+from ._exceptions import (
+    RemoteException as RemoteException,
+)
+from ._exceptions import (
+    RpcError as RpcError,
+)
+from ._exceptions import (
+    SerializationError as SerializationError,
+)
+from ._exceptions import (
+    TransientRpcError as TransientRpcError,
+)
+from ._exceptions import (
+    WorkerStartError as WorkerStartError,
+)
+from ._version import __version__ as __version__
+from .balancers.base import (
+    DelegatingLoadBalancerLike as DelegatingLoadBalancerLike,
+)
+from .balancers.base import (
+    DispatchingLoadBalancerLike as DispatchingLoadBalancerLike,
+)
+from .balancers.base import (
+    LoadBalancerContextLike as LoadBalancerContextLike,
+)
+from .balancers.base import (
+    LoadBalancerContextView as LoadBalancerContextView,
+)
+from .balancers.base import (
+    LoadBalancerLike as LoadBalancerLike,
+)
+from .balancers.roundrobin import RoundRobinLoadBalancer as RoundRobinLoadBalancer
+from .proxy.connection import WorkerConnection as WorkerConnection
+from .proxy.context import LoadBalancerContext as LoadBalancerContext
+from .proxy.proxy import WorkerProxy as WorkerProxy
+from .runtime.context import current_task as current_task
+from .runtime.discovery.base import (
+    DiscoveryEvent as DiscoveryEvent,
+)
+from .runtime.discovery.base import (
+    DiscoveryEventType as DiscoveryEventType,
+)
+from .runtime.discovery.base import (
+    DiscoveryLike as DiscoveryLike,
+)
+from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
+from .runtime.pool import WorkerPool as WorkerPool
+from .runtime.routine import routine as routine
+from .runtime.task import Task as Task
+from .serialization.metadata import WorkerMetadata as WorkerMetadata
+
+__all__ = [
+    "DelegatingLoadBalancerLike",
+    "DiscoveryEvent",
+    "DiscoveryEventType",
+    "DiscoveryLike",
+    "DispatchingLoadBalancerLike",
+    "DistaffError",
+    "LoadBalancerContext",
+    "LoadBalancerContextLike",
+    "LoadBalancerContextView",
+    "LoadBalancerLike",
+    "LocalDiscovery",
+    "NoWorkersAvailable",
+    "RemoteException",
+    "RoundRobinLoadBalancer",
+    "RpcError",
+    "SerializationError",
+    "Task",
+    "TransientRpcError",
+    "WorkerConnection",
+    "WorkerMetadata",
+    "WorkerPool",
+    "WorkerProxy",
+    "WorkerStartError",
+    "__version__",
+    "current_task",
+    "routine",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        with _contextlib.suppress(AttributeError, TypeError):
+            _obj.__module__ = "distaff"
+del _name, _obj

@@ -1,0 +1,69 @@
+"""RoundRobinLoadBalancer: each call starts at the next worker in turn."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+from ..serialization.metadata import WorkerMetadata
+from .base import LoadBalancerContextView
+
+if TYPE_CHECKING:
+    from ..proxy.connection import WorkerConnection
+
+
+class RoundRobinLoadBalancer:
+    """Cycles through a context's workers, one candidate at a time.
+
+    Each context has its own position. A call's candidates start at the
+    current position; the position advances past every candidate offered, won
+    or failed, so concurrent calls spread over the workers. A call gives up
+    (returns) after offering every worker once without success, even when
+    workers are evicted meanwhile. Pickles without state: a restored balancer
+    starts every context at position zero.
+    """
+
+    def __init__(self) -> None:
+        self._positions: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), ())
+
+    def _take(
+        self, context: LoadBalancerContextView
+    ) -> tuple[WorkerMetadata, WorkerConnection] | None:
+        """Return the worker at this context's position and advance past it."""
+        with self._lock:
+            workers = context.workers
+            if not workers:
+                return None
+            index = self._positions.get(context, 0) % len(workers)
+            self._positions[context] = index + 1
+            metadata = list(workers)[index] if index else next(iter(workers))
+            return metadata, workers[metadata]
+
+    async def delegate(
+        self, *, context: LoadBalancerContextView
+    ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnection], WorkerMetadata | None]:
+        """Yield workers in turn until one wins or every one has failed."""
+        tried: set[str] = set()
+        while True:
+            candidate = self._take(context)
+            if candidate is None:
+                return
+            if candidate[0].uid in tried:
+                # a full cycle without success; check the rest still untried
+                untried = [m for m in context.workers if m.uid not in tried]
+                if not untried:
+                    return
+                candidate = (untried[0], context.workers[untried[0]])
+            tried.add(candidate[0].uid)
+            try:
+                winner = yield candidate
+            except Exception:
+                continue
+            if winner is not None:
+                return

@@ -1,0 +1,407 @@
+"""WorkerConnection: the one place that knows gRPC calls.
+
+A connection owns one channel to one worker and, on it, one long-lived
+``Session`` stream that every call is multiplexed on. ``dispatch`` sends the
+task and waits for the worker's ack; the returned :class:`RemoteCall` then
+reads that call's frames. gRPC errors become distaff errors here and nowhere
+else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from .._exceptions import RpcError, TransientRpcError
+from ..serialization import rpc
+from ..serialization.exceptions import decode_exception, encode_exception
+from ..serialization.tasks import dumps, loads
+from ..serialization.wire import PROTOCOL_VERSION, Envelope, Frame, Outbox, StepKind
+
+if TYPE_CHECKING:
+    from ..runtime.task import Task
+
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+# Keepalive makes a silently dead peer (host gone, cable cut) fail its calls
+# within seconds; a killed process on a live host fails them at once anyway.
+DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
+
+
+def map_rpc_error(error: grpc.aio.AioRpcError, target: str) -> RpcError:
+    """Classify a gRPC failure: transient codes may be retried elsewhere."""
+    code = error.code()
+    cls = TransientRpcError if code in TRANSIENT_CODES else RpcError
+    return cls(code.name, error.details() or "", target)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionStatistics:
+    """Counters a load-aware balancer can read."""
+
+    in_flight: int
+    completed: int
+    failed: int
+
+
+class RemoteCall:
+    """The caller's end of one call: an async iterator of its results.
+
+    For a coroutine routine it yields the return value once. For an async
+    generator routine it also supports ``asend``, ``athrow`` and ``aclose``,
+    each one step of the remote generator.
+    """
+
+    __slots__ = ("_error", "_finished", "_frames", "_id", "_session", "_waiter")
+
+    def __init__(self, session: _Session, call_id: int) -> None:
+        self._session = session
+        self._id = call_id
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+
+    def _feed(self, frame: Frame) -> None:
+        self._frames.append(frame)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _next_frame(self) -> Frame:
+        while not self._frames:
+            if self._error is not None:
+                self._finish(failed=True)
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                self._cancel_remote()
+                raise
+            finally:
+                self._waiter = None
+        return self._frames.popleft()
+
+    def _finish(self, *, failed: bool) -> None:
+        if not self._finished:
+            self._finished = True
+            self._session.release(self._id, failed=failed)
+
+    def _cancel_remote(self) -> None:
+        if not self._finished:
+            frame = self._session.outbox.add()
+            frame.call = self._id
+            frame.cancel.SetInParent()
+            self._finish(failed=True)
+
+    async def _receive(self) -> Any:
+        """Read the next outcome frame: a value, the end, or an error."""
+        if self._finished:
+            raise StopAsyncIteration
+        frame = await self._next_frame()
+        kind = frame.WhichOneof("kind")
+        if kind == "value":
+            return loads(frame.value.payload, what="a value sent by the worker")
+        if kind == "done":
+            self._finish(failed=False)
+            raise StopAsyncIteration
+        if kind == "error":
+            self._finish(failed=True)
+            raise decode_exception(frame.error.payload)
+        self._finish(failed=True)
+        raise RpcError("INTERNAL", f"unexpected {kind!r} frame", self._session.target)
+
+    def _step(self, kind: int, payload: bytes = b"") -> None:
+        frame = self._session.outbox.add()
+        frame.call = self._id
+        frame.step.kind = kind  # type: ignore[assignment]
+        if payload:
+            frame.step.payload = payload
+
+    def __aiter__(self) -> RemoteCall:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.asend(None)
+
+    async def asend(self, value: Any) -> Any:
+        """Send ``value`` into the remote generator; return what it yields next."""
+        if self._session.generator_call(self._id):
+            if self._finished:
+                raise StopAsyncIteration
+            if value is None:
+                self._step(StepKind.STEP_NEXT)
+            else:
+                self._step(StepKind.STEP_SEND, dumps(value, what="the value sent"))
+            return await self._receive()
+        value = await self._receive()
+        self._finish(failed=False)
+        return value
+
+    async def athrow(self, error: BaseException) -> Any:
+        """Throw ``error`` into the remote generator; return its next yield."""
+        if self._finished:
+            raise error
+        self._step(StepKind.STEP_THROW, encode_exception(error))
+        return await self._receive()
+
+    async def aclose(self) -> None:
+        """Close the call: a generator runs its ``finally``; a coroutine is cancelled."""
+        if self._finished:
+            return
+        if not self._session.generator_call(self._id):
+            self._cancel_remote()
+            return
+        self._step(StepKind.STEP_CLOSE)
+        try:
+            frame = await self._next_frame()
+        finally:
+            self._finish(failed=False)
+        if frame.WhichOneof("kind") == "error":
+            raise decode_exception(frame.error.payload)
+
+
+class _Session:
+    """One multiplexed Session stream; owned by its WorkerConnection."""
+
+    def __init__(self, connection: WorkerConnection) -> None:
+        self.target = connection.target
+        self._connection = connection
+        self.outbox = Outbox()
+        self._calls: dict[int, RemoteCall] = {}
+        # resolves to None when the worker accepts, or to its refusal reason
+        self._acks: dict[int, asyncio.Future[str | None]] = {}
+        self._generators: set[int] = set()
+        self._proxies: set[str] = set()
+        self._broken: BaseException | None = None
+        hello = self.outbox.add()
+        hello.hello.protocol = PROTOCOL_VERSION
+        self._call = rpc.open_session(connection._channel)
+        self._tasks = (
+            asyncio.ensure_future(self._write_loop()),
+            asyncio.ensure_future(self._read_loop()),
+        )
+
+    @property
+    def broken(self) -> bool:
+        return self._broken is not None
+
+    def generator_call(self, call_id: int) -> bool:
+        return call_id in self._generators
+
+    def release(self, call_id: int, *, failed: bool) -> None:
+        if self._calls.pop(call_id, None) is not None:
+            self._generators.discard(call_id)
+            self._connection._count(failed=failed)
+
+    async def _write_loop(self) -> None:
+        # a failed write is reported by the read loop, which sees the status
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self.outbox.pump(self._call.write)
+
+    async def _read_loop(self) -> None:
+        error: BaseException
+        try:
+            while True:
+                envelope = await self._call.read()
+                if envelope is grpc.aio.EOF:
+                    error = RpcError("UNAVAILABLE", "the worker closed the session", self.target)
+                    break
+                self._deliver(envelope)
+        except grpc.aio.AioRpcError as exc:
+            error = map_rpc_error(exc, self.target)
+        except asyncio.CancelledError:
+            error = RpcError("CANCELLED", "the connection was closed", self.target)
+            self._fail_all(error)
+            raise
+        self._fail_all(error)
+
+    def _deliver(self, envelope: Envelope) -> None:
+        for frame in envelope.frames:
+            call_id = frame.call
+            kind = frame.WhichOneof("kind")
+            ack = self._acks.pop(call_id, None)
+            if ack is not None and not ack.done():
+                ack.set_result(frame.reject.reason or "refused" if kind == "reject" else None)
+                if kind in ("ack", "reject"):
+                    continue
+            call = self._calls.get(call_id)
+            if call is not None and kind != "ack":
+                call._feed(frame)
+
+    def _fail_all(self, error: BaseException) -> None:
+        self._broken = error
+        for ack in self._acks.values():
+            if not ack.done():
+                ack.set_exception(error)
+        self._acks.clear()
+        # after the ack the call may have run: report a plain RpcError, not a
+        # transient one, so nobody mistakes it for safe to retry
+        if isinstance(error, RpcError):
+            error = RpcError(error.code, f"connection lost mid-call: {error.details}", self.target)
+        for call in list(self._calls.values()):
+            call._fail(error)
+
+    async def start(self, task: Task, call_id: int, timeout: float | None) -> RemoteCall:
+        if self._broken is not None:
+            raise self._broken
+        routine, arguments = task.encode()
+        frame = self.outbox.add()
+        frame.call = call_id
+        start = frame.start
+        start.task_id = task.id
+        if task.caller:
+            start.caller = task.caller
+        start.routine = routine
+        start.arguments = arguments
+        if task.proxy is not None:
+            proxy_id, proxy_bytes = task.proxy.serialized()
+            start.proxy_id = proxy_id
+            if proxy_id not in self._proxies:
+                start.proxy = proxy_bytes
+                self._proxies.add(proxy_id)
+        if task.timeout:
+            start.timeout = task.timeout
+        start.generator = task.generator
+        call = RemoteCall(self, call_id)
+        self._calls[call_id] = call
+        if task.generator:
+            self._generators.add(call_id)
+        ack = self._acks[call_id] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                refusal = await ack
+        except TimeoutError:
+            call._cancel_remote()
+            raise TransientRpcError(
+                "DEADLINE_EXCEEDED", f"no ack within {timeout} s", self.target
+            ) from None
+        except BaseException:
+            self._acks.pop(call_id, None)
+            call._cancel_remote()
+            raise
+        if refusal is not None:
+            self.release(call_id, failed=True)
+            raise TransientRpcError(
+                "RESOURCE_EXHAUSTED", f"worker refused the call: {refusal}", self.target
+            )
+        return call
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._call.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class WorkerConnection:
+    """A pooled connection to one worker address.
+
+    Args:
+        target: the worker's ``host:port``.
+        credentials: gRPC channel credentials for TLS; None for plaintext.
+        options: extra gRPC channel options.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
+        self.target = target
+        opts = DEFAULT_CHANNEL_OPTIONS + tuple(options)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=opts)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
+        self._session: _Session | None = None
+        self._ids = itertools.count(1)
+        self._completed = 0
+        self._failed = 0
+        self._closed = False
+
+    def _count(self, *, failed: bool) -> None:
+        if failed:
+            self._failed += 1
+        else:
+            self._completed += 1
+
+    def statistics(self) -> ConnectionStatistics:
+        """Return in-flight, completed and failed call counts."""
+        in_flight = len(self._session._calls) if self._session else 0
+        return ConnectionStatistics(in_flight, self._completed, self._failed)
+
+    async def dispatch(self, task: Task, *, timeout: float | None = None) -> RemoteCall:
+        """Send ``task`` and wait until the worker accepts it.
+
+        Args:
+            task: the call to run.
+            timeout: seconds to wait for the worker's ack (None: no bound).
+
+        Returns:
+            The call's result stream.
+
+        Raises:
+            TransientRpcError: the worker is unreachable, slow to accept, or
+                draining; the call did not start there.
+            RpcError: any other transport failure.
+        """
+        if self._closed:
+            raise RpcError("CANCELLED", "the connection is closed", self.target)
+        session = self._session
+        if session is None or session.broken:
+            if session is not None:
+                await session.aclose()
+            session = self._session = _Session(self)
+        return await session.start(task, next(self._ids), timeout)
+
+    async def stop_worker(self, grace: float, *, timeout: float | None = None) -> int:
+        """Ask the worker to drain for ``grace`` seconds and stop; return cancelled count."""
+        try:
+            reply = await rpc.call_stop(self._channel, grace, timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc, self.target) from exc
+        return int(reply.cancelled)
+
+    async def aclose(self) -> None:
+        """Close the session and the channel; in-flight calls fail. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._session is not None:
+                await self._session.aclose()
+        finally:
+            await self._channel.close()
+
+    def __repr__(self) -> str:
+        return f"WorkerConnection({self.target!r})"

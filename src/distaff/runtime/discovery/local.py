@@ -1,0 +1,369 @@
+"""Discovery for one host: workers announced as files in a shared directory.
+
+Layout: ``<root>/<namespace>/<key>.worker``, one file per worker, where
+``<key>`` is the worker uid (or ``=`` and a hash of it when the uid is not a
+safe file name). A file holds a 25-byte header (``DSTF\\x01`` then big-endian
+publisher pid u32, the publisher's start time in clock ticks u64 and its PID
+namespace inode u64; 0 where unknown) followed by the ``encode_metadata``
+bytes. Files are written to a dot-named temporary and moved into place with
+``os.replace``, so readers never see a partial record; for one uid the last
+writer wins.
+
+Subscribers poll the directory every ``poll_interval`` (25 ms by default),
+re-reading only files whose inode, size or times changed. Every
+``LIVENESS_INTERVAL`` (250 ms), and whenever a file is read, the publisher is
+checked: a pid that no longer exists, or was reused by a younger process, makes
+its workers dropped and the stale file removed. So a crashed publisher's
+workers disappear within ~300 ms (one liveness interval plus one poll). The
+check needs a shared PID namespace; files from another PID namespace are never
+judged stale. POSIX only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import stat
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Self
+
+from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
+from .base import DiscoveryEvent, DiscoveryEventType
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 0.025
+LIVENESS_INTERVAL = 0.25
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_MAGIC = b"DSTF\x01"
+_HEADER_SIZE = len(_MAGIC) + 20
+_SUFFIX = ".worker"
+
+_Owner = tuple[int, int, int]  # pid, start ticks, PID namespace inode
+_Signature = tuple[int, int, int, int]
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return ``namespace`` if usable as a discovery namespace, else raise.
+
+    A namespace is 1-128 letters, digits, ``_``, ``-`` or ``.``, not starting
+    with ``.`` (so it is one safe path component and one DNS-SD TXT value).
+
+    Raises:
+        ValueError: naming the bad value.
+    """
+    if not isinstance(namespace, str) or not _NAME_RE.fullmatch(namespace):
+        raise ValueError(
+            f"invalid discovery namespace {namespace!r}: use 1-128 letters, digits,"
+            " '_', '-' or '.', not starting with '.'"
+        )
+    return namespace
+
+
+def default_root() -> str:
+    """Return the per-user root: under /dev/shm if writable, else the temp dir."""
+    base = "/dev/shm"
+    if not (os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK)):
+        base = tempfile.gettempdir()
+    return os.path.join(base, f"distaff-discovery-{os.getuid()}")
+
+
+def _file_name(uid: str) -> str:
+    if _NAME_RE.fullmatch(uid):
+        return uid + _SUFFIX
+    return "=" + hashlib.sha256(uid.encode()).hexdigest()[:40] + _SUFFIX
+
+
+def _start_ticks(pid: int) -> int:
+    """Return the start time of ``pid`` in clock ticks since boot (0: unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _own_header() -> bytes:
+    pid = os.getpid()
+    return (
+        _MAGIC
+        + pid.to_bytes(4, "big")
+        + _start_ticks(pid).to_bytes(8, "big")
+        + _pid_namespace().to_bytes(8, "big")
+    )
+
+
+def _parse(data: bytes) -> tuple[_Owner, WorkerMetadata]:
+    if len(data) < _HEADER_SIZE or not data.startswith(_MAGIC):
+        raise ValueError("not a distaff worker file (bad header)")
+    h = len(_MAGIC)
+    pid = int.from_bytes(data[h : h + 4], "big")
+    start = int.from_bytes(data[h + 4 : h + 12], "big")
+    pidns = int.from_bytes(data[h + 12 : h + 20], "big")
+    if pid <= 0:
+        raise ValueError(f"bad publisher pid {pid}")
+    return (pid, start, pidns), decode_metadata(data[_HEADER_SIZE:])
+
+
+def _alive(owner: _Owner, own_pidns: int) -> bool:
+    pid, start, pidns = owner
+    if pidns and own_pidns and pidns != own_pidns:
+        return True  # another PID namespace: cannot judge, assume alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    if start:
+        current = _start_ticks(pid)
+        return current in (0, start)
+    return True
+
+
+class LocalPublisher:
+    """Writes one file per published worker; ``aclose`` removes them all."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+        self._written: dict[str, str] = {}  # uid -> path
+        self._closed = False
+
+    async def publish(self, event: DiscoveryEvent) -> None:
+        """Write (added/updated) or remove (dropped) the worker's file.
+
+        Raises:
+            RuntimeError: the publisher is closed.
+        """
+        if self._closed:
+            raise RuntimeError("publisher is closed")
+        uid = event.metadata.uid
+        path = os.path.join(self._directory, _file_name(uid))
+        if event.type is DiscoveryEventType.WORKER_DROPPED:
+            self._written.pop(uid, None)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        self._write(path, _own_header() + encode_metadata(event.metadata))
+        self._written[uid] = path
+
+    def _write(self, path: str, data: bytes) -> None:
+        tmp = os.path.join(self._directory, f".{uuid.uuid4().hex}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self._directory), mode=0o700, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self._directory, 0o700)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    async def aclose(self) -> None:
+        """Remove every file this publisher wrote; idempotent."""
+        self._closed = True
+        written, self._written = self._written, {}
+        for path in written.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+@dataclasses.dataclass
+class _Entry:
+    signature: _Signature
+    mtime_ns: int
+    owner: _Owner | None = None
+    metadata: WorkerMetadata | None = None
+    alive: bool = True
+
+
+class _Scanner:
+    """The state of one subscription: what each file in the directory holds."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.entries: dict[str, _Entry] = {}
+        self.own_pidns = _pid_namespace()
+
+    def scan(self, check_liveness: bool) -> dict[str, WorkerMetadata]:
+        fresh: set[str] = set()
+        seen: set[str] = set()
+        try:
+            it = os.scandir(self.directory)
+        except FileNotFoundError:
+            self.entries.clear()
+            return {}
+        with it:
+            for item in it:
+                name = item.name
+                if name.startswith(".") or not name.endswith(_SUFFIX):
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                seen.add(name)
+                sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                entry = self.entries.get(name)
+                if entry is None or entry.signature != sig:
+                    self.entries[name] = self._load(item.path, sig, st.st_mtime_ns)
+                    fresh.add(name)
+        for name in self.entries.keys() - seen:
+            del self.entries[name]
+        self._reap(self.entries.keys() if check_liveness else fresh)
+        current: dict[str, tuple[int, WorkerMetadata]] = {}
+        for entry in self.entries.values():
+            if entry.alive and entry.metadata is not None:
+                uid = entry.metadata.uid
+                if uid not in current or current[uid][0] < entry.mtime_ns:
+                    current[uid] = (entry.mtime_ns, entry.metadata)
+        return {uid: meta for uid, (_, meta) in current.items()}
+
+    def _load(self, path: str, sig: _Signature, mtime_ns: int) -> _Entry:
+        entry = _Entry(sig, mtime_ns)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            entry.owner, entry.metadata = _parse(data)
+        except FileNotFoundError:
+            entry.alive = False  # replaced or removed meanwhile; next scan sees it
+        except (OSError, ValueError) as exc:
+            logger.debug("skipping malformed discovery file %s: %s", path, exc)
+        return entry
+
+    def _reap(self, names: Iterable[str]) -> None:
+        verdicts: dict[_Owner, bool] = {}
+        for name in list(names):
+            entry = self.entries[name]
+            if entry.owner is None or not entry.alive:
+                continue
+            if entry.owner not in verdicts:
+                verdicts[entry.owner] = _alive(entry.owner, self.own_pidns)
+            if verdicts[entry.owner]:
+                continue
+            entry.alive = False
+            path = os.path.join(self.directory, name)
+            with contextlib.suppress(OSError):
+                st = os.stat(path, follow_symlinks=False)
+                if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (entry.signature):
+                    os.unlink(path)
+                    logger.debug("removed stale discovery file %s", path)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSubscriber:
+    """Follows one namespace directory; holds only strings, so it pickles.
+
+    Each ``__aiter__`` starts a new subscription: ``WORKER_ADDED`` for every
+    live worker already published, then changes as the directory changes.
+    Closing the iterator releases everything.
+    """
+
+    directory: str
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    def __aiter__(self) -> AsyncIterator[DiscoveryEvent]:
+        """Open a subscription."""
+        return self._follow()
+
+    async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
+        scanner = _Scanner(self.directory)
+        known: dict[str, WorkerMetadata] = {}
+        loop = asyncio.get_running_loop()
+        next_liveness = loop.time()
+        while True:
+            check = loop.time() >= next_liveness
+            if check:
+                next_liveness = loop.time() + LIVENESS_INTERVAL
+            current = scanner.scan(check)
+            events = [
+                DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])
+                for uid in sorted(known.keys() - current.keys())
+            ]
+            for uid, meta in sorted(current.items()):
+                if uid not in known:
+                    events.append(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, meta))
+                elif known[uid] != meta:
+                    events.append(DiscoveryEvent(DiscoveryEventType.WORKER_UPDATED, meta))
+            known = current
+            for event in events:
+                yield event
+            await asyncio.sleep(self.poll_interval)
+
+
+class LocalDiscovery:
+    """Discovery among the processes of one host, through a shared directory.
+
+    Args:
+        namespace: isolates groups of workers (see ``validate_namespace``).
+        root: directory holding the namespaces (default: ``default_root()``).
+        poll_interval: seconds between a subscriber's directory scans.
+
+    Raises:
+        ValueError: a bad namespace or poll interval.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        root: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        self.namespace = validate_namespace(namespace)
+        self.root = os.path.abspath(root) if root is not None else default_root()
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be positive, not {poll_interval!r}")
+        self.poll_interval = poll_interval
+
+    @property
+    def directory(self) -> str:
+        """The directory holding this namespace's worker files."""
+        return os.path.join(self.root, self.namespace)
+
+    def publisher(self) -> LocalPublisher:
+        """Return a new publisher (the caller closes it)."""
+        return LocalPublisher(self.directory)
+
+    def subscriber(self) -> LocalSubscriber:
+        """Return a pickle-safe subscriber of this namespace."""
+        return LocalSubscriber(self.directory, self.poll_interval)
+
+    def __repr__(self) -> str:
+        return f"LocalDiscovery({self.namespace!r}, root={self.root!r})"

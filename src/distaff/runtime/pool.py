@@ -1,0 +1,134 @@
+"""WorkerPool: spawn local workers, follow discovered ones, or both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import uuid
+from types import TracebackType
+from typing import Any
+
+from ..balancers.roundrobin import RoundRobinLoadBalancer
+from ..proxy.proxy import BalancerSpec, WorkerProxy
+from .context import current_proxy_var
+from .discovery.base import DiscoveryLike
+from .discovery.local import LocalDiscovery
+from .worker.process import WorkerProcess
+from .worker.server import WorkerConfig
+
+
+class WorkerPool:
+    """An async context manager that makes routine calls inside it run on workers.
+
+    Modes:
+        ``WorkerPool()`` spawns ``os.cpu_count()`` local workers;
+        ``WorkerPool(spawn=N)`` spawns N; ``WorkerPool(discovery=d)`` spawns
+        none and uses the workers ``d`` reports; both at once is a hybrid pool
+        whose spawned workers are published to ``d`` too.
+
+    Args:
+        *tags: labels: spawned workers carry them, and only workers carrying
+            all of them are used.
+        spawn: how many local workers to start (default: the CPU count, or 0
+            when ``discovery`` is given).
+        discovery: a discovery backend to find (and publish) workers with.
+        loadbalancer: a balancer or a factory (round robin by default).
+        lease: the most discovered workers to admit.
+        lazy: start the proxy on first dispatch rather than on entry.
+        grace: seconds in-flight calls get when the pool stops its workers.
+        wait: seconds a call waits for a first worker to appear.
+
+    Leaving the block stops the spawned workers (SIGTERM, drain, SIGKILL after
+    the grace) and leaves no process behind, also when the block raises.
+    """
+
+    def __init__(
+        self,
+        *tags: str,
+        spawn: int | None = None,
+        discovery: DiscoveryLike | None = None,
+        loadbalancer: BalancerSpec = RoundRobinLoadBalancer,
+        lease: int | None = None,
+        lazy: bool = True,
+        grace: float = 5.0,
+        wait: float = 10.0,
+    ) -> None:
+        if spawn is None:
+            spawn = 0 if discovery is not None else (os.cpu_count() or 1)
+        if spawn < 0:
+            raise ValueError(f"spawn must be >= 0, not {spawn}")
+        if spawn == 0 and discovery is None:
+            raise ValueError("a pool needs workers: pass spawn=N, discovery=..., or both")
+        self.tags = frozenset(tags)
+        self.spawn = spawn
+        self.grace = grace
+        self._discovery = discovery or LocalDiscovery(f"pool-{uuid.uuid4().hex}")
+        self._processes: list[WorkerProcess] = []
+        self._proxy = WorkerProxy(
+            self._discovery.subscriber(),
+            loadbalancer=loadbalancer,
+            tags=self.tags,
+            lease=lease,
+            lazy=lazy,
+            wait=wait,
+        )
+        self._token: contextvars.Token[WorkerProxy | None] | None = None
+
+    @property
+    def proxy(self) -> WorkerProxy:
+        """The proxy that routes this pool's calls."""
+        return self._proxy
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of the spawned worker processes."""
+        return [p.pid for p in self._processes if p.pid is not None]
+
+    async def __aenter__(self) -> WorkerPool:
+        try:
+            await self._spawn_all()
+            await self._proxy.start()
+            uids = {p.metadata.uid for p in self._processes if p.metadata}
+            await self._proxy.wait_for(
+                lambda workers: uids <= {m.uid for m in workers}, timeout=30.0
+            )
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._token = current_proxy_var.set(self._proxy)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            current_proxy_var.reset(self._token)
+            self._token = None
+        await self._shutdown()
+
+    async def _spawn_all(self) -> None:
+        config = WorkerConfig(tags=self.tags, discovery=self._discovery, grace=self.grace)
+        self._processes = [
+            WorkerProcess(WorkerConfig(**{**vars(config), "uid": uuid.uuid4().hex}))
+            for _ in range(self.spawn)
+        ]
+        async with asyncio.TaskGroup() as group:
+            for process in self._processes:
+                group.create_task(process.start())
+
+    async def _shutdown(self) -> None:
+        try:
+            await self._proxy.stop()
+        finally:
+            results: list[Any] = await asyncio.gather(
+                *(p.stop() for p in self._processes), return_exceptions=True
+            )
+            await asyncio.gather(*(p.kill() for p in self._processes), return_exceptions=True)
+            self._processes = []
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result

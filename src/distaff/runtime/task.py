@@ -1,0 +1,60 @@
+"""Task: one routine call, as it travels to a worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..serialization.tasks import encode_arguments, encode_routine
+
+if TYPE_CHECKING:
+    from ..proxy.proxy import WorkerProxy
+
+_routine_blobs: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass(eq=False)
+class Task:
+    """One call of a routine.
+
+    Attributes:
+        id: unique id of this call.
+        callable: the routine's body (the undecorated ``async def``).
+        args: positional arguments.
+        kwargs: keyword arguments.
+        caller: id of the task that made this call, when made on a worker.
+        timeout: execution budget in seconds (None: unbounded).
+        generator: the body is an async generator function.
+        proxy: the proxy that dispatches it; it ships along for nested calls.
+    """
+
+    callable: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    caller: str | None = None
+    timeout: float | None = None
+    generator: bool = False
+    proxy: WorkerProxy | None = dataclasses.field(default=None, repr=False)
+    _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def encode(self) -> tuple[bytes, bytes]:
+        """Return ``(routine, arguments)`` blobs, pickled once per task.
+
+        Raises:
+            SerializationError: an argument cannot be pickled; the message
+                names it. No worker has been contacted yet.
+        """
+        if self._encoded is None:
+            blob = _routine_blobs.get(self.callable)
+            if blob is None:
+                blob = _routine_blobs[self.callable] = encode_routine(self.callable)
+            name = getattr(self.callable, "__qualname__", repr(self.callable))
+            self._encoded = (
+                blob,
+                encode_arguments(self.args, self.kwargs, routine=name),
+            )
+        return self._encoded

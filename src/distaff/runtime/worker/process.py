@@ -1,0 +1,117 @@
+"""WorkerProcess: a worker in a child process, started and stopped by its parent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any
+
+import cloudpickle
+
+from ..._exceptions import WorkerStartError
+from ...serialization.metadata import WorkerMetadata, decode_metadata
+from .server import WorkerConfig
+
+
+class WorkerProcess:
+    """One spawned worker process; its owner must ``stop()`` it.
+
+    The child is a fresh interpreter (no fork): it gets the parent's
+    ``sys.path`` and the pickled config, serves, and exits when stopped or
+    when its parent goes away (its stdin closes).
+    """
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._process: asyncio.subprocess.Process | None = None
+        self.metadata: WorkerMetadata | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's PID once started."""
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout: float = 60.0) -> WorkerMetadata:
+        """Spawn the worker and wait until it serves; return its metadata.
+
+        Raises:
+            WorkerStartError: the child failed or did not report in time; the
+                child's own error text is in the message.
+        """
+        read_fd, write_fd = os.pipe()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "distaff.runtime.worker._main",
+                str(write_fd),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(write_fd,),
+                env=_worker_environment(),
+            )
+        finally:
+            os.close(write_fd)
+        assert self._process.stdin is not None
+        payload = cloudpickle.dumps(self.config, protocol=pickle.HIGHEST_PROTOCOL)
+        header = json.dumps({"sys_path": sys.path}).encode() + b"\n"
+        self._process.stdin.write(header + struct.pack("!Q", len(payload)) + payload)
+        try:
+            report = await asyncio.wait_for(_read_all(read_fd), timeout)
+        except TimeoutError:
+            await self.kill()
+            raise WorkerStartError(f"worker did not report ready within {timeout} s") from None
+        if report[:2] != b"OK":
+            await self.kill()
+            detail = report[2:].decode(errors="replace") or "exited before reporting"
+            raise WorkerStartError(f"worker failed to start:\n{detail}")
+        self.metadata = decode_metadata(report[2:])
+        return self.metadata
+
+    async def stop(self, grace: float | None = None) -> int | None:
+        """SIGTERM, wait for the drain (``grace`` plus a margin), then SIGKILL."""
+        process = self._process
+        if process is None:
+            return None
+        if process.returncode is None:
+            if process.stdin is not None:
+                process.stdin.close()
+            process.send_signal(signal.SIGTERM)
+            limit = (self.config.grace if grace is None else grace) + 5.0
+            try:
+                await asyncio.wait_for(process.wait(), limit)
+            except TimeoutError:
+                process.kill()
+        return await process.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL the child (if running) and reap it."""
+        process = self._process
+        if process is not None:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+
+
+def _worker_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # workers see peers come and go routinely: keep gRPC's INFO chatter out
+    env.setdefault("GRPC_VERBOSITY", "ERROR")
+    return env
+
+
+async def _read_all(fd: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    try:
+        data: Any = await reader.read()
+        return bytes(data)
+    finally:
+        transport.close()

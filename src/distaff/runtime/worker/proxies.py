@@ -1,0 +1,33 @@
+"""The proxies shipped to a worker, restored once and reused across tasks."""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING
+
+from ..._exceptions import SerializationError
+
+if TYPE_CHECKING:
+    from ...proxy.proxy import WorkerProxy
+
+
+class ProxyRegistry:
+    """Maps a shipped proxy's id to one restored proxy, started on first use."""
+
+    def __init__(self) -> None:
+        self._proxies: dict[str, WorkerProxy] = {}
+
+    def restore(self, proxy_id: str, data: bytes) -> WorkerProxy:
+        """Return the proxy for ``proxy_id``, unpickling ``data`` the first time."""
+        proxy = self._proxies.get(proxy_id)
+        if proxy is None:
+            if not data:
+                raise SerializationError(f"proxy {proxy_id} was never sent to this worker")
+            proxy = self._proxies[proxy_id] = pickle.loads(data)
+        return proxy
+
+    async def aclose(self) -> None:
+        """Stop every restored proxy; idempotent."""
+        proxies, self._proxies = list(self._proxies.values()), {}
+        for proxy in proxies:
+            await proxy.stop()

@@ -1,0 +1,145 @@
+"""A worker: a gRPC server that runs routines, published through discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ..._exceptions import InsecureBindError
+from ..._version import __version__
+from ...serialization.metadata import WorkerMetadata
+from ...serialization.rpc import add_worker_service
+from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
+from .proxies import ProxyRegistry
+from .service import WorkerService
+
+SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.so_reuseport", 0),
+)
+
+
+@dataclasses.dataclass
+class WorkerConfig:
+    """How to run one worker.
+
+    Attributes:
+        host: address to bind; loopback unless TLS or ``insecure``.
+        port: port to bind; 0 picks a free one.
+        tags: labels published with the worker.
+        discovery: where to publish the worker (None: nowhere).
+        insecure: allow a non-loopback bind without TLS.
+        grace: seconds in-flight calls get to finish when stopping.
+        uid: the worker's unique id.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    tags: frozenset[str] = frozenset()
+    discovery: DiscoveryLike | None = None
+    insecure: bool = False
+    grace: float = 5.0
+    uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` names only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port`` with IPv6 hosts bracketed."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class Worker:
+    """Runs the server until stopped by ``stop()``, a Stop call, or a signal."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._stop = asyncio.Event()
+        self._proxies = ProxyRegistry()
+        self._service = WorkerService(self._proxies, self._stop.set)
+        self._publisher: Any = None
+        self.metadata: WorkerMetadata | None = None
+
+    def stop(self) -> None:
+        """Begin a graceful stop (safe from a signal handler)."""
+        self._stop.set()
+
+    async def run(self, ready: Callable[[WorkerMetadata], None]) -> None:
+        """Serve until stopped; call ``ready`` once reachable and published."""
+        config = self.config
+        if not config.insecure and not is_loopback(config.host):
+            raise InsecureBindError(
+                f"refusing to bind {config.host!r} without TLS credentials: anyone who "
+                "can reach it could run code here; pass TLS credentials, or "
+                "--insecure (insecure=True) if the network is trusted"
+            )
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        add_worker_service(server, self._service.session, self._service.stop)
+        port = server.add_insecure_port(format_address(config.host, config.port))
+        await server.start()
+        try:
+            self.metadata = WorkerMetadata(
+                uid=config.uid,
+                address=format_address(config.host, port),
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                version=__version__,
+                tags=config.tags,
+                secure=False,
+            )
+            await self._publish(DiscoveryEventType.WORKER_ADDED)
+            ready(self.metadata)
+            await self._stop.wait()
+            await self._publish(DiscoveryEventType.WORKER_DROPPED)
+            await self._service.drain(config.grace)
+            await self._proxies.aclose()
+        finally:
+            await self._close_publisher()
+            await server.stop(0)
+
+    async def _publish(self, kind: DiscoveryEventType) -> None:
+        if self.config.discovery is None or self.metadata is None:
+            return
+        if self._publisher is None:
+            self._publisher = self.config.discovery.publisher()
+        await self._publisher.publish(DiscoveryEvent(kind, self.metadata))
+
+    async def _close_publisher(self) -> None:
+        if self._publisher is not None:
+            publisher, self._publisher = self._publisher, None
+            await publisher.aclose()
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """Make SIGTERM and SIGINT stop ``worker`` gracefully."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, worker.stop)

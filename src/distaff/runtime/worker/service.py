@@ -1,0 +1,241 @@
+"""The worker's gRPC service: runs the calls multiplexed on each session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ..._exceptions import RpcError
+from ...serialization.exceptions import decode_exception, encode_exception
+from ...serialization.tasks import decode_arguments, decode_routine, dumps, loads
+from ...serialization.wire import (
+    PROTOCOL_VERSION,
+    Envelope,
+    Frame,
+    Outbox,
+    Start,
+    StepKind,
+    StopReply,
+    StopRequest,
+)
+from ..context import current_proxy_var, current_task_var
+from ..task import Task
+from .proxies import ProxyRegistry
+
+log = logging.getLogger(__name__)
+
+
+class _Call:
+    """A call running on this worker: its task and, for generators, its steps."""
+
+    __slots__ = ("steps", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.steps: asyncio.Queue[Frame] | None = None
+
+
+class WorkerService:
+    """Serves sessions; tracks in-flight calls so it can drain them.
+
+    Args:
+        proxies: where shipped proxies are restored and kept for reuse.
+        on_stop: called when a Stop request has been answered.
+    """
+
+    def __init__(self, proxies: ProxyRegistry, on_stop: Callable[[], None]) -> None:
+        self._proxies = proxies
+        self._on_stop = on_stop
+        self._draining = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def draining(self) -> bool:
+        """True once the worker refuses new calls."""
+        return self._draining
+
+    async def session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        """Run one caller's multiplexed call stream until it ends."""
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        hello = first.frames[0].hello if first.frames else None
+        if hello is None or hello.protocol != PROTOCOL_VERSION:
+            got = hello.protocol if hello is not None else "none"
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"distaff wire protocol mismatch: worker speaks {PROTOCOL_VERSION}, "
+                f"caller sent {got}; install matching distaff versions",
+            )
+        outbox = Outbox()
+        calls: dict[int, _Call] = {}
+        async with asyncio.TaskGroup() as group:
+            pump = group.create_task(outbox.pump(context.write))
+            self._route(first, calls, outbox, group, skip_first=True)
+            while (envelope := await context.read()) is not grpc.aio.EOF:
+                self._route(envelope, calls, outbox, group)
+            # the caller is done sending: let running calls finish, then flush
+            while calls:
+                await asyncio.wait([c.task for c in calls.values() if c.task])
+            outbox.close()
+            await pump
+
+    def _route(
+        self,
+        envelope: Envelope,
+        calls: dict[int, _Call],
+        outbox: Outbox,
+        group: asyncio.TaskGroup,
+        *,
+        skip_first: bool = False,
+    ) -> None:
+        frames = envelope.frames[1:] if skip_first else envelope.frames
+        for frame in frames:
+            kind = frame.WhichOneof("kind")
+            call_id = frame.call
+            if kind == "start":
+                self._start(call_id, frame.start, calls, outbox, group)
+            elif kind == "step":
+                call = calls.get(call_id)
+                if call is not None and call.steps is not None:
+                    call.steps.put_nowait(frame)
+            elif kind == "cancel":
+                call = calls.get(call_id)
+                if call is not None and call.task is not None:
+                    call.task.cancel()
+            else:
+                log.debug("ignoring unexpected %r frame from a caller", kind)
+
+    def _start(
+        self,
+        call_id: int,
+        start: Start,
+        calls: dict[int, _Call],
+        outbox: Outbox,
+        group: asyncio.TaskGroup,
+    ) -> None:
+        if self._draining:
+            frame = outbox.add()
+            frame.call = call_id
+            frame.reject.reason = "the worker is draining"
+            return
+        ack = outbox.add()
+        ack.call = call_id
+        ack.ack.SetInParent()
+        call = calls[call_id] = _Call()
+        if start.generator:
+            call.steps = asyncio.Queue()
+        call.task = group.create_task(self._run(call_id, start, call, outbox))
+        self._running.add(call.task)
+        self._idle.clear()
+        call.task.add_done_callback(lambda t: self._done(t, call_id, calls))
+
+    def _done(self, task: asyncio.Task[None], call_id: int, calls: dict[int, _Call]) -> None:
+        calls.pop(call_id, None)
+        self._running.discard(task)
+        if not self._running:
+            self._idle.set()
+
+    def _decode(self, start: Start) -> Task:
+        body = decode_routine(start.routine)
+        args, kwargs = decode_arguments(start.arguments)
+        proxy = self._proxies.restore(start.proxy_id, start.proxy) if start.proxy_id else None
+        return Task(
+            callable=body,
+            args=args,
+            kwargs=kwargs,
+            id=start.task_id,
+            caller=start.caller or None,
+            timeout=start.timeout or None,
+            generator=start.generator,
+            proxy=proxy,
+        )
+
+    async def _run(self, call_id: int, start: Start, call: _Call, outbox: Outbox) -> None:
+        try:
+            task = self._decode(start)
+            current_task_var.set(task)
+            current_proxy_var.set(task.proxy)
+            async with asyncio.timeout(task.timeout):
+                if call.steps is None:
+                    result = await task.callable(*task.args, **task.kwargs)
+                    payload = dumps(result, what=f"the result of {start_name(task)}")
+                    frame = outbox.add()
+                    frame.call = call_id
+                    frame.value.payload = payload
+                else:
+                    await self._drive(call_id, task, call.steps, outbox)
+        except asyncio.CancelledError:
+            if self._draining:  # not the caller's doing: tell it why
+                frame = outbox.add()
+                frame.call = call_id
+                frame.error.payload = encode_exception(
+                    RpcError("CANCELLED", "the worker stopped before the call finished")
+                )
+            raise
+        except BaseException as exc:  # the caller gets every failure, typed
+            frame = outbox.add()
+            frame.call = call_id
+            frame.error.payload = encode_exception(exc)
+
+    async def _drive(
+        self, call_id: int, task: Task, steps: asyncio.Queue[Frame], outbox: Outbox
+    ) -> None:
+        agen = task.callable(*task.args, **task.kwargs)
+        name = start_name(task)
+        try:
+            while True:
+                step = (await steps.get()).step
+                try:
+                    if step.kind == StepKind.STEP_NEXT:
+                        value = await agen.asend(None)
+                    elif step.kind == StepKind.STEP_SEND:
+                        value = await agen.asend(loads(step.payload, what="the sent value"))
+                    elif step.kind == StepKind.STEP_THROW:
+                        value = await agen.athrow(decode_exception(step.payload))
+                    else:
+                        await agen.aclose()
+                        raise StopAsyncIteration
+                except StopAsyncIteration:
+                    frame = outbox.add()
+                    frame.call = call_id
+                    frame.done.SetInParent()
+                    return
+                frame = outbox.add()
+                frame.call = call_id
+                frame.value.payload = dumps(value, what=f"a value yielded by {name}")
+        finally:
+            with contextlib.suppress(RuntimeError, StopAsyncIteration):
+                await agen.aclose()
+
+    async def stop(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
+        """Refuse new calls, drain in-flight ones within the grace, then stop."""
+        cancelled = await self.drain(request.grace)
+        context.add_done_callback(lambda _: self._on_stop())
+        return StopReply(cancelled=cancelled)
+
+    async def drain(self, grace: float) -> int:
+        """Refuse new calls; wait up to ``grace`` s; cancel the rest; return how many."""
+        self._draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        leftover = list(self._running)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            await asyncio.wait(leftover)
+        return len(leftover)
+
+
+def start_name(task: Task) -> str:
+    """Name a task's routine for error messages."""
+    return getattr(task.callable, "__qualname__", repr(task.callable))

@@ -1,0 +1,61 @@
+"""The Worker service's gRPC plumbing, typed, without generated stubs.
+
+The ``service Worker`` block of ``distaff.proto`` is the contract; these are
+its method paths bound to the generated message types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from .wire import Envelope, StopReply, StopRequest
+
+SERVICE = "distaff.v1.Worker"
+SESSION = f"/{SERVICE}/Session"
+STOP = f"/{SERVICE}/Stop"
+
+
+def open_session(channel: grpc.aio.Channel) -> Any:
+    """Open a Session stream on ``channel``; returns the grpc.aio call."""
+    method = channel.stream_stream(
+        SESSION,
+        request_serializer=Envelope.SerializeToString,
+        response_deserializer=Envelope.FromString,
+    )
+    return method()
+
+
+async def call_stop(channel: grpc.aio.Channel, grace: float, timeout: float | None) -> StopReply:
+    """Call Stop with ``grace`` on ``channel``."""
+    method = channel.unary_unary(
+        STOP,
+        request_serializer=StopRequest.SerializeToString,
+        response_deserializer=StopReply.FromString,
+    )
+    reply: StopReply = await method(StopRequest(grace=grace), timeout=timeout)
+    return reply
+
+
+def add_worker_service(
+    server: grpc.aio.Server,
+    session: Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]],
+    stop: Callable[[StopRequest, grpc.aio.ServicerContext], Awaitable[StopReply]],
+) -> None:
+    """Register the two handlers of the Worker service on ``server``."""
+    handlers = {
+        "Session": grpc.stream_stream_rpc_method_handler(
+            session,
+            request_deserializer=Envelope.FromString,
+            response_serializer=Envelope.SerializeToString,
+        ),
+        "Stop": grpc.unary_unary_rpc_method_handler(
+            stop,
+            request_deserializer=StopRequest.FromString,
+            response_serializer=StopReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

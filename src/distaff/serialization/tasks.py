@@ -1,0 +1,123 @@
+"""Pickling of routines, arguments and values.
+
+A routine's body travels by reference (module and qualified name) when the
+worker can import it, and by value (cloudpickle) otherwise: functions defined
+in ``__main__``, a notebook, or a local scope. Arguments, results and yielded
+values always go through cloudpickle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import cloudpickle
+
+from .._exceptions import SerializationError
+
+_BY_REFERENCE = b"R"
+_BY_VALUE = b"V"
+ROUTINE_MARKER = "__distaff_routine__"
+
+
+def _resolve(module: str, qualname: str) -> Any:
+    """Walk ``module.qualname`` through class dicts, unwrapping descriptors."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        namespace = vars(target) if isinstance(target, type) else None
+        target = namespace[part] if namespace and part in namespace else getattr(target, part)
+        if isinstance(target, (classmethod, staticmethod)):
+            target = target.__func__
+    return target
+
+
+def _reference(body: Callable[..., Any]) -> bytes | None:
+    """Return a by-reference blob if importing it on a worker finds ``body``."""
+    module, qualname = getattr(body, "__module__", None), body.__qualname__
+    if not module or module == "__main__" or "<locals>" in qualname:
+        return None
+    try:
+        wrapper = _resolve(module, qualname)
+    except Exception:
+        return None
+    if getattr(wrapper, "__wrapped__", None) is not body:
+        return None
+    return _BY_REFERENCE + f"{module}:{qualname}".encode()
+
+
+def encode_routine(body: Callable[..., Any]) -> bytes:
+    """Encode a routine's body once; callers cache the result per routine."""
+    blob = _reference(body)
+    if blob is not None:
+        return blob
+    try:
+        return _BY_VALUE + bytes(cloudpickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle routine {body.__qualname__!r} by value: {exc}"
+        ) from exc
+
+
+def decode_routine(blob: bytes) -> Callable[..., Any]:
+    """Return the routine body a blob names; import errors propagate as they are."""
+    kind, data = blob[:1], blob[1:]
+    if kind == _BY_REFERENCE:
+        module, _, qualname = data.decode().partition(":")
+        wrapper = _resolve(module, qualname)
+        body: Callable[..., Any] = getattr(wrapper, "__wrapped__", wrapper)
+        return body
+    if kind == _BY_VALUE:
+        loaded: Callable[..., Any] = pickle.loads(data)
+        return loaded
+    raise SerializationError(f"unknown routine encoding {kind!r}")
+
+
+def _name_culprit(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    for index, value in enumerate(args):
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return f"positional argument {index} of type {type(value).__qualname__}"
+    for key, value in kwargs.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return f"keyword argument {key!r} of type {type(value).__qualname__}"
+    return "the arguments"
+
+
+def encode_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, routine: str) -> bytes:
+    """Pickle ``(args, kwargs)``; an unpicklable one raises, naming it."""
+    try:
+        data: bytes = cloudpickle.dumps((args, dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+        return data
+    except Exception as exc:
+        culprit = _name_culprit(args, kwargs)
+        raise SerializationError(f"cannot send {culprit} to routine {routine!r}: {exc}") from exc
+
+
+def decode_arguments(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Inverse of :func:`encode_arguments`."""
+    args, kwargs = pickle.loads(data)
+    return args, kwargs
+
+
+def dumps(value: Any, *, what: str) -> bytes:
+    """Pickle a result, yielded or sent value; failures name ``what``."""
+    try:
+        data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return data
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle {what} of type {type(value).__qualname__}: {exc}"
+        ) from exc
+
+
+def loads(data: bytes, *, what: str) -> Any:
+    """Unpickle a value; failures name ``what`` and chain the cause."""
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise SerializationError(f"cannot unpickle {what}: {exc!r}") from exc
