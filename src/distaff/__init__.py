@@ -14,6 +14,11 @@ Layout (dependencies point down):
 from __future__ import annotations
 
 import contextlib as _contextlib
+import os as _os
+
+# Pools see workers come and go routinely; gRPC's INFO lines about it are
+# noise. An explicit GRPC_VERBOSITY still wins.
+_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from ._exceptions import (
     DistaffError as DistaffError,

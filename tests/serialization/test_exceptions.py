@@ -30,6 +30,16 @@ class CustomError(Exception):
         self.code = code
 
 
+class NoNewError(Exception):
+    def __new__(cls, *args: object) -> NoNewError:
+        if args:
+            raise TypeError("NoNewError takes no arguments")
+        return super().__new__(cls)
+
+    def __init__(self) -> None:
+        super().__init__()
+
+
 class TwoPartError(Exception):
     """Passes a derived message to ``super()``: unpickling calls it with one arg."""
 
@@ -225,16 +235,30 @@ def test_unpicklable_attribute_falls_back_to_remote_exception() -> None:
     assert type(decoded.__cause__) is KeyError
 
 
-def test_init_signature_at_odds_with_args_falls_back_to_remote_exception() -> None:
+def test_init_signature_at_odds_with_args_still_arrives_as_itself() -> None:
+    # TwoPartError(*args) fails, so plain unpickling cannot rebuild it; the
+    # codec rebuilds it from class, args and attributes without __init__.
     original = caught(fail_with, TwoPartError("this", "that"))
 
     decoded = round_trip(original)
 
-    assert isinstance(decoded, RemoteException)
-    assert decoded.type_name == f"{__name__}.TwoPartError"
-    assert decoded.message == "this and that"
-    assert "in fail_with" in decoded.remote_traceback
+    assert type(decoded) is TwoPartError
+    assert decoded.args == original.args
+    assert vars(decoded) == vars(original)
+    assert str(decoded) == "this and that"
     assert "in fail_with" in formatted(decoded)
+
+
+def test_unrebuildable_exception_falls_back_to_remote_exception() -> None:
+    original = caught(fail_with, TwoPartError("this", "that"))
+    # a class whose __new__ rejects its args cannot be rebuilt either way
+    original.__class__ = NoNewError
+
+    decoded = round_trip(original)
+
+    assert isinstance(decoded, RemoteException)
+    assert decoded.type_name == f"{__name__}.NoNewError"
+    assert "in fail_with" in decoded.remote_traceback
 
 
 def test_class_missing_on_the_decoding_side_falls_back_to_remote_exception(

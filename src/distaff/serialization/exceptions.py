@@ -9,6 +9,7 @@ The wire form is a msgpack map (schema version 1)::
               "text": str,                traceback.format_exception(chain=False)
               "frames": [[file, function, line], ...],   outermost first
               "pickle": bytes | None,     cloudpickle of (exception, __dict__)
+              "parts": bytes | None,      cloudpickle of (class, args, __dict__)
               "cause": int | None,        index into chain
               "context": int | None,      index into chain
               "suppress": bool}           __suppress_context__
@@ -43,6 +44,7 @@ _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "text": str,
     "frames": list,
     "pickle": (bytes, NoneType),
+    "parts": (bytes, NoneType),
     "cause": (int, NoneType),
     "context": (int, NoneType),
     "suppress": bool,
@@ -112,6 +114,13 @@ def _encode_one(exc: BaseException, index: dict[int, int]) -> dict[str, Any]:
         payload: bytes | None = cloudpickle.dumps((exc, exc.__dict__))
     except Exception:
         payload = None
+    try:
+        # Rebuilds the exception without calling __init__ when unpickling it
+        # fails: custom exceptions whose __init__ does not take their args
+        # (a common bug) still arrive as themselves.
+        parts: bytes | None = cloudpickle.dumps((cls, exc.args, exc.__dict__))
+    except Exception:
+        parts = None
     # tblib's as_dict() recurses once per frame and overflows on the very
     # traceback a RecursionError carries, so frames travel as a flat list.
     frames = [
@@ -124,6 +133,7 @@ def _encode_one(exc: BaseException, index: dict[int, int]) -> dict[str, Any]:
         "text": text,
         "frames": frames,
         "pickle": payload,
+        "parts": parts,
         "cause": None if exc.__cause__ is None else index[id(exc.__cause__)],
         "context": None if exc.__context__ is None else index[id(exc.__context__)],
         "suppress": exc.__suppress_context__,
@@ -132,6 +142,8 @@ def _encode_one(exc: BaseException, index: dict[int, int]) -> dict[str, Any]:
 
 def _decode_one(record: dict[str, Any]) -> BaseException:
     exc = _unpickle(record["pickle"])
+    if exc is None:
+        exc = _rebuild(record["parts"])
     if exc is None:
         exc = RemoteException(record["type"], record["message"], record["text"])
     exc.__traceback__ = _rebuild_traceback(record["frames"])
@@ -146,6 +158,19 @@ def _unpickle(payload: bytes | None) -> BaseException | None:
         exc.__dict__.update(state)
     except Exception:
         return None  # a missing module, an __init__ at odds with args, ...
+    return exc if isinstance(exc, BaseException) else None
+
+
+def _rebuild(parts: bytes | None) -> BaseException | None:
+    if parts is None:
+        return None
+    try:
+        cls, args, state = cloudpickle.loads(parts)
+        exc = cls.__new__(cls, *args)
+        exc.args = args
+        exc.__dict__.update(state)
+    except Exception:
+        return None
     return exc if isinstance(exc, BaseException) else None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pickle
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
@@ -53,7 +53,11 @@ def encode_routine(body: Callable[..., Any]) -> bytes:
     if blob is not None:
         return blob
     try:
-        return _BY_VALUE + bytes(cloudpickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL))
+        # cloudpickle renames the code's file to "<dynamic-code>"; the real
+        # name travels along so remote tracebacks point at the source
+        filename = getattr(getattr(body, "__code__", None), "co_filename", "")
+        pickled = cloudpickle.dumps((body, filename), protocol=pickle.HIGHEST_PROTOCOL)
+        return _BY_VALUE + bytes(pickled)
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle routine {body.__qualname__!r} by value: {exc}"
@@ -69,8 +73,11 @@ def decode_routine(blob: bytes) -> Callable[..., Any]:
         body: Callable[..., Any] = getattr(wrapper, "__wrapped__", wrapper)
         return body
     if kind == _BY_VALUE:
-        loaded: Callable[..., Any] = pickle.loads(data)
-        return loaded
+        loaded, filename = pickle.loads(data)
+        code = getattr(loaded, "__code__", None)
+        if code is not None and filename:
+            loaded.__code__ = code.replace(co_filename=filename)
+        return cast("Callable[..., Any]", loaded)
     raise SerializationError(f"unknown routine encoding {kind!r}")
 
 

@@ -1,0 +1,147 @@
+"""Routines the integration tests run on real workers (importable by them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import distaff
+
+
+@distaff.routine
+async def echo(value: Any) -> Any:
+    """Return ``value`` unchanged."""
+    return value
+
+
+@distaff.routine
+async def pid() -> int:
+    """Return the serving process's PID."""
+    return os.getpid()
+
+
+@distaff.routine
+async def task_info() -> tuple[str, str | None, int]:
+    """Return this task's id, its caller's id, and the PID."""
+    task = distaff.current_task()
+    assert task is not None
+    return task.id, task.caller, os.getpid()
+
+
+@distaff.routine
+async def nested_info() -> tuple[str, tuple[str, str | None, int], int]:
+    """Call ``task_info`` from a worker: a nested dispatch."""
+    task = distaff.current_task()
+    assert task is not None
+    return task.id, await task_info(), os.getpid()
+
+
+@distaff.routine
+async def fib(n: int) -> int:
+    """Naive parallel Fibonacci: a tree of nested calls."""
+    if n < 2:
+        return n
+    a, b = await asyncio.gather(fib(n - 1), fib(n - 2))
+    return a + b
+
+
+async def _accumulate(start: int) -> AsyncGenerator[Any, Any]:
+    """A generator exercising asend/athrow/aclose; also run locally for parity."""
+    total = start
+    try:
+        while True:
+            try:
+                sent = yield total
+            except ValueError as exc:
+                total = -1
+                yield f"recovered from {exc}"
+                continue
+            if sent == "stop":
+                return
+            total += sent if isinstance(sent, int) else 1
+    finally:
+        pass
+
+
+accumulate = distaff.routine(_accumulate)
+
+
+@distaff.routine
+async def countdown(n: int) -> AsyncGenerator[int, None]:
+    """Yield n, n-1, ..., 1."""
+    while n > 0:
+        yield n
+        n -= 1
+
+
+class StockError(Exception):
+    """A custom error with attributes whose __init__ does not take its args."""
+
+    def __init__(self, item: str, missing: int) -> None:
+        super().__init__(f"{missing} x {item} missing")
+        self.item = item
+        self.missing = missing
+
+
+async def _fail(item: str) -> None:
+    try:
+        {}[item]
+    except KeyError as exc:
+        error = StockError(item, 3)
+        error.add_note("checked the stock table")
+        raise error from exc
+
+
+fail = distaff.routine(_fail)
+
+
+@distaff.routine
+async def sleep_then_mark(marker: str, seconds: float) -> str:
+    """Sleep; write ``marker`` from the ``finally`` block (also when cancelled)."""
+    try:
+        pathlib.Path(marker + ".started").touch()
+        await asyncio.sleep(seconds)
+        return "finished"
+    finally:
+        pathlib.Path(marker).write_text(str(os.getpid()))
+
+
+@distaff.routine
+async def stream_then_mark(marker: str) -> AsyncGenerator[int, None]:
+    """Yield forever; write ``marker`` from ``finally`` when closed or cancelled."""
+    try:
+        i = 0
+        while True:
+            yield i
+            i += 1
+    finally:
+        pathlib.Path(marker).write_text(str(os.getpid()))
+
+
+class Counter:
+    """Routines as methods: instance, class and static."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    @distaff.routine
+    async def add(self, n: int) -> tuple[int, int]:
+        return self.start + n, os.getpid()
+
+    @classmethod
+    @distaff.routine
+    async def make(cls, start: int) -> tuple[str, int]:
+        return cls.__name__, start
+
+    @staticmethod
+    @distaff.routine
+    async def double(n: int) -> int:
+        return 2 * n
+
+    @distaff.routine
+    async def upto(self, n: int) -> AsyncGenerator[int, None]:
+        for i in range(self.start, n):
+            yield i
