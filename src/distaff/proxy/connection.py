@@ -348,12 +348,16 @@ class WorkerConnection:
         self._completed = 0
         self._failed = 0
         self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def _count(self, *, failed: bool) -> None:
         if failed:
             self._failed += 1
         else:
             self._completed += 1
+        if self._session is None or not self._session._calls:
+            self._idle.set()
 
     def statistics(self) -> ConnectionStatistics:
         """Return in-flight, completed and failed call counts."""
@@ -382,7 +386,12 @@ class WorkerConnection:
             if session is not None:
                 await session.aclose()
             session = self._session = _Session(self)
-        return await session.start(task, next(self._ids), timeout)
+        self._idle.clear()
+        try:
+            return await session.start(task, next(self._ids), timeout)
+        finally:
+            if not session._calls:
+                self._idle.set()
 
     async def stop_worker(self, grace: float, *, timeout: float | None = None) -> int:
         """Ask the worker to drain for ``grace`` seconds and stop; return cancelled count."""
@@ -391,6 +400,18 @@ class WorkerConnection:
         except grpc.aio.AioRpcError as exc:
             raise map_rpc_error(exc, self.target) from exc
         return int(reply.cancelled)
+
+    async def aclose_when_idle(self) -> None:
+        """Close once no call is in flight (or the session broke); for evictions.
+
+        In-flight calls keep their connection and finish normally; if this
+        task is cancelled first, the connection is closed at once.
+        """
+        try:
+            while not self._idle.is_set() and not (self._session and self._session.broken):
+                await self._idle.wait()
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session and the channel; in-flight calls fail. Idempotent."""

@@ -197,7 +197,8 @@ class WorkerProxy:
     def _evict(self, metadata: WorkerMetadata) -> None:
         connection = self._context.remove_worker(metadata)
         if connection is not None:
-            task = asyncio.ensure_future(connection.aclose())
+            # calls already running there finish; only new ones go elsewhere
+            task = asyncio.ensure_future(connection.aclose_when_idle())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

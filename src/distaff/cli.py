@@ -1,0 +1,110 @@
+"""``distaff worker``: run one durable worker in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from ._exceptions import InsecureBindError
+from .runtime.discovery.base import DiscoveryLike
+from .runtime.worker.server import Worker, WorkerConfig, install_signal_handlers
+from .serialization.metadata import WorkerMetadata
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distaff",
+        description="distaff: run async Python routines on pools of worker processes.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker = commands.add_parser(
+        "worker",
+        help="run one durable worker in the foreground",
+        description=(
+            "Run one durable worker: serve routine calls on HOST:PORT, publish it "
+            "through discovery, and on SIGTERM/SIGINT unpublish, drain in-flight "
+            "calls for --grace seconds and exit 0. A worker runs any code a caller "
+            "sends, so binding anything but loopback needs TLS or --insecure."
+        ),
+    )
+    worker.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    worker.add_argument("--port", type=int, default=0, help="port to bind (default: any free port)")
+    worker.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="a label pools can require (repeatable)",
+    )
+    worker.add_argument(
+        "--discovery",
+        choices=("lan", "local", "none"),
+        default="local",
+        help="lan: DNS-SD multicast on the network; local: this host only; "
+        "none: do not publish (default local)",
+    )
+    worker.add_argument(
+        "--namespace",
+        default=None,
+        help="discovery namespace; only pools using the same one see this worker "
+        "(default: 'default' for local, all for lan)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds in-flight calls get to finish on shutdown (default 30)",
+    )
+    worker.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding a non-loopback address without TLS; only on a trusted network",
+    )
+    return parser
+
+
+def _discovery(kind: str, namespace: str | None) -> DiscoveryLike | None:
+    if kind == "local":
+        from .runtime.discovery.local import LocalDiscovery
+
+        return LocalDiscovery(namespace or "default")
+    if kind == "lan":
+        from .runtime.discovery.lan import LanDiscovery
+
+        return LanDiscovery(namespace)
+    return None
+
+
+async def _run_worker(config: WorkerConfig) -> None:
+    worker = Worker(config)
+    install_signal_handlers(worker)
+
+    def ready(metadata: WorkerMetadata) -> None:
+        print(f"distaff worker {metadata.uid} serving on {metadata.address}", flush=True)
+
+    await worker.run(ready)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``distaff`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    config = WorkerConfig(
+        host=args.host,
+        port=args.port,
+        tags=frozenset(args.tag),
+        discovery=_discovery(args.discovery, args.namespace),
+        insecure=args.insecure,
+        grace=args.grace,
+    )
+    try:
+        asyncio.run(_run_worker(config))
+    except InsecureBindError as exc:
+        print(f"distaff worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
