@@ -60,7 +60,9 @@ from .balancers.base import (
 from .balancers.roundrobin import RoundRobinLoadBalancer as RoundRobinLoadBalancer
 from .proxy.connection import WorkerConnection as WorkerConnection
 from .proxy.context import LoadBalancerContext as LoadBalancerContext
+from .proxy.credentials import WorkerCredentials as WorkerCredentials
 from .proxy.proxy import WorkerProxy as WorkerProxy
+from .runtime.context import RuntimeContext as RuntimeContext
 from .runtime.context import current_task as current_task
 from .runtime.discovery.base import (
     DiscoveryEvent as DiscoveryEvent,
@@ -71,6 +73,7 @@ from .runtime.discovery.base import (
 from .runtime.discovery.base import (
     DiscoveryLike as DiscoveryLike,
 )
+from .runtime.discovery.lan import LanDiscovery as LanDiscovery
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
 from .runtime.pool import WorkerPool as WorkerPool
 from .runtime.routine import routine as routine
@@ -88,15 +91,18 @@ __all__ = [
     "LoadBalancerContextLike",
     "LoadBalancerContextView",
     "LoadBalancerLike",
+    "LanDiscovery",
     "LocalDiscovery",
     "NoWorkersAvailable",
     "RemoteException",
     "RoundRobinLoadBalancer",
     "RpcError",
+    "RuntimeContext",
     "SerializationError",
     "Task",
     "TransientRpcError",
     "WorkerConnection",
+    "WorkerCredentials",
     "WorkerMetadata",
     "WorkerPool",
     "WorkerProxy",

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ._exceptions import InsecureBindError
+from .proxy.credentials import WorkerCredentials
 from .runtime.discovery.base import DiscoveryLike
 from .runtime.worker.server import Worker, WorkerConfig, install_signal_handlers
 from .serialization.metadata import WorkerMetadata
@@ -57,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight calls get to finish on shutdown (default 30)",
     )
+    worker.add_argument("--ca", metavar="FILE", help="PEM file of the pool's certificate authority")
+    worker.add_argument("--cert", metavar="FILE", help="PEM file of this worker's certificate")
+    worker.add_argument("--key", metavar="FILE", help="PEM file of this worker's private key")
+    worker.add_argument(
+        "--mutual",
+        action="store_true",
+        help="mutual TLS: require callers to present a certificate signed by --ca",
+    )
     worker.add_argument(
         "--insecure",
         action="store_true",
@@ -89,12 +98,24 @@ async def _run_worker(config: WorkerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distaff`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    tls = (args.ca, args.cert, args.key)
+    if any(tls) and not all(tls):
+        parser.error("TLS needs all three of --ca, --cert and --key")
+    credentials = (
+        WorkerCredentials.from_files(args.ca, args.cert, args.key, mutual=args.mutual)
+        if all(tls)
+        else None
+    )
+    if args.mutual and credentials is None:
+        parser.error("--mutual needs --ca, --cert and --key")
     config = WorkerConfig(
         host=args.host,
         port=args.port,
         tags=frozenset(args.tag),
         discovery=_discovery(args.discovery, args.namespace),
+        credentials=credentials,
         insecure=args.insecure,
         grace=args.grace,
     )

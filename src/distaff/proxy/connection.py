@@ -289,6 +289,8 @@ class _Session:
                 self._proxies.add(proxy_id)
         if task.timeout:
             start.timeout = task.timeout
+        if task.dispatch_timeout:
+            start.dispatch_timeout = task.dispatch_timeout
         start.generator = task.generator
         call = RemoteCall(self, call_id)
         self._calls[call_id] = call

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from ..balancers.roundrobin import RoundRobinLoadBalancer
+from ..proxy.credentials import WorkerCredentials
 from ..proxy.proxy import BalancerSpec, WorkerProxy
 from .context import current_proxy_var
 from .discovery.base import DiscoveryLike
@@ -38,6 +39,8 @@ class WorkerPool:
         lazy: start the proxy on first dispatch rather than on entry.
         grace: seconds in-flight calls get when the pool stops its workers.
         wait: seconds a call waits for a first worker to appear.
+        credentials: TLS material: spawned workers serve TLS with it, and only
+            TLS workers are admitted.
 
     Leaving the block stops the spawned workers (SIGTERM, drain, SIGKILL after
     the grace) and leaves no process behind, also when the block raises.
@@ -53,6 +56,7 @@ class WorkerPool:
         lazy: bool = True,
         grace: float = 5.0,
         wait: float = 10.0,
+        credentials: WorkerCredentials | None = None,
     ) -> None:
         if spawn is None:
             spawn = 0 if discovery is not None else (os.cpu_count() or 1)
@@ -63,6 +67,7 @@ class WorkerPool:
         self.tags = frozenset(tags)
         self.spawn = spawn
         self.grace = grace
+        self.credentials = credentials
         self._discovery = discovery or LocalDiscovery(f"pool-{uuid.uuid4().hex}")
         self._processes: list[WorkerProcess] = []
         self._proxy = WorkerProxy(
@@ -72,6 +77,7 @@ class WorkerPool:
             lease=lease,
             lazy=lazy,
             wait=wait,
+            credentials=credentials,
         )
         self._token: contextvars.Token[WorkerProxy | None] | None = None
 
@@ -111,7 +117,12 @@ class WorkerPool:
         await self._shutdown()
 
     async def _spawn_all(self) -> None:
-        config = WorkerConfig(tags=self.tags, discovery=self._discovery, grace=self.grace)
+        config = WorkerConfig(
+            tags=self.tags,
+            discovery=self._discovery,
+            grace=self.grace,
+            credentials=self.credentials,
+        )
         self._processes = [
             WorkerProcess(WorkerConfig(**{**vars(config), "uid": uuid.uuid4().hex}))
             for _ in range(self.spawn)

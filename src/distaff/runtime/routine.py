@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import inspect
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
-from .context import current_proxy, current_task_var
+from .context import (
+    current_proxy,
+    current_task_var,
+    deadline_var,
+    dispatch_timeout_var,
+    remaining,
+    tightest,
+)
 from .task import Task
 
 P = ParamSpec("P")
@@ -16,19 +26,46 @@ Y = TypeVar("Y")
 S = TypeVar("S")
 
 
-def _new_task(body: Callable[..., Any], args: Any, kwargs: Any, generator: bool) -> Task:
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    timeout: float | None = None
+    dispatch_timeout: float | None = None
+
+
+def _new_task(
+    body: Callable[..., Any], args: Any, kwargs: Any, generator: bool, options: _Options
+) -> Task:
     proxy = current_proxy()
     parent = current_task_var.get()
+    timeout = tightest(options.timeout, remaining())
+    if timeout is not None and timeout <= 0:
+        raise TimeoutError("the deadline for this call had already passed")
+    dispatch_timeout = dispatch_timeout_var.get()
     task = Task(
         callable=body,
         args=args,
         kwargs=kwargs,
         caller=parent.id if parent is not None else None,
+        timeout=timeout,
+        dispatch_timeout=tightest(
+            options.dispatch_timeout if dispatch_timeout is None else dispatch_timeout, timeout
+        ),
         generator=generator,
         proxy=proxy,
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
     return task
+
+
+async def _dispatch(task: Task) -> Any:
+    """Reach a worker within the task's dispatch timeout; TimeoutError if not."""
+    assert task.proxy is not None
+    async with asyncio.timeout(task.dispatch_timeout):
+        return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
+
+
+def _bound(deadline: float | None) -> asyncio.Timeout:
+    return asyncio.timeout(None if deadline is None else deadline - time.monotonic())
 
 
 async def _close(stream: AsyncIterator[Any]) -> None:
@@ -38,14 +75,16 @@ async def _close(stream: AsyncIterator[Any]) -> None:
 
 
 def _coroutine_routine(
-    body: Callable[P, Coroutine[Any, Any, R]],
+    body: Callable[P, Coroutine[Any, Any, R]], options: _Options
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(body)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        task = _new_task(body, args, kwargs, generator=False)
-        stream = await task.proxy.dispatch(task)  # type: ignore[union-attr]
+        task = _new_task(body, args, kwargs, False, options)
+        deadline = None if task.timeout is None else time.monotonic() + task.timeout
+        stream = await _dispatch(task)
         try:
-            result: R = await anext(stream)
+            async with _bound(deadline):
+                result: R = await anext(stream)
         finally:
             await _close(stream)
         return result
@@ -54,29 +93,50 @@ def _coroutine_routine(
 
 
 def _generator_routine(
-    body: Callable[P, AsyncGenerator[Y, S]],
+    body: Callable[P, AsyncGenerator[Y, S]], options: _Options
 ) -> Callable[P, AsyncGenerator[Y, S]]:
     @functools.wraps(body)
     async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Y, S]:
-        task = _new_task(body, args, kwargs, generator=True)
-        stream: Any = await task.proxy.dispatch(task)  # type: ignore[union-attr]
+        task = _new_task(body, args, kwargs, True, options)
+        deadline = None if task.timeout is None else time.monotonic() + task.timeout
+        stream: Any = await _dispatch(task)
         try:
-            value = await stream.asend(None)
+            async with _bound(deadline):
+                value = await stream.asend(None)
             while True:
                 try:
                     sent = yield value
                 except GeneratorExit:
                     raise
                 except BaseException as exc:  # athrow() on us goes to the remote body
-                    value = await stream.athrow(exc)
+                    async with _bound(deadline):
+                        value = await stream.athrow(exc)
                 else:
-                    value = await stream.asend(sent)
+                    async with _bound(deadline):
+                        value = await stream.asend(sent)
         except StopAsyncIteration:
             return
         finally:
             await stream.aclose()
 
     return call
+
+
+def _wrap(fn: Callable[P, Any], options: _Options) -> Callable[P, Any]:
+    if isinstance(fn, (classmethod, staticmethod)):
+        raise TypeError(
+            f"@routine must be applied under @{type(fn).__name__}: "
+            "put the built-in decorator outermost"
+        )
+    if inspect.isasyncgenfunction(fn):
+        return _generator_routine(fn, options)
+    if inspect.iscoroutinefunction(fn):
+        return _coroutine_routine(fn, options)
+    name = getattr(fn, "__qualname__", repr(fn))
+    raise TypeError(
+        f"@routine needs an 'async def' function or async generator; "
+        f"{name!r} is {type(fn).__name__}"
+    )
 
 
 @overload
@@ -86,12 +146,21 @@ def routine(
 
 
 @overload
+def routine(fn: Callable[P, AsyncGenerator[Y, S]]) -> Callable[P, AsyncGenerator[Y, S]]: ...
+
+
+@overload
 def routine(
-    fn: Callable[P, AsyncGenerator[Y, S]],
-) -> Callable[P, AsyncGenerator[Y, S]]: ...
+    *, timeout: float | None = None, dispatch_timeout: float | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
-def routine(fn: Callable[P, Any]) -> Callable[P, Any]:
+def routine(
+    fn: Callable[P, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    dispatch_timeout: float | None = None,
+) -> Any:
     """Make ``fn`` a routine: calling it runs the body on a pool worker.
 
     ``fn`` is an ``async def`` coroutine or async generator function: plain, or
@@ -101,23 +170,23 @@ def routine(fn: Callable[P, Any]) -> Callable[P, Any]:
     ``athrow`` and ``aclose``. Results, yielded values and exceptions (with
     their type and traceback) come back as if the body had run locally.
 
+    Use as ``@routine`` or ``@routine(timeout=..., dispatch_timeout=...)``:
+    ``timeout`` bounds each call's run (tightened by any enclosing
+    ``RuntimeContext`` deadline) and ``dispatch_timeout`` the time to reach a
+    worker (a ``RuntimeContext`` value overrides it). Expiry raises
+    ``TimeoutError`` and cancels the remote work.
+
     Raises:
         TypeError: ``fn`` is not an async function or async generator function.
     """
-    if isinstance(fn, (classmethod, staticmethod)):
-        raise TypeError(
-            f"@routine must be applied under @{type(fn).__name__}: "
-            "put the built-in decorator outermost"
-        )
-    wrapper: Callable[P, Any]
-    if inspect.isasyncgenfunction(fn):
-        wrapper = _generator_routine(fn)
-    elif inspect.iscoroutinefunction(fn):
-        wrapper = _coroutine_routine(fn)
-    else:
-        name = getattr(fn, "__qualname__", repr(fn))
-        raise TypeError(
-            f"@routine needs an 'async def' function or async generator; "
-            f"{name!r} is {type(fn).__name__}"
-        )
-    return wrapper
+    options = _Options(timeout, dispatch_timeout)
+    if fn is None:
+        return functools.partial(_wrap, options=options)
+    return _wrap(fn, options)
+
+
+def enter_task_deadlines(task: Task) -> None:
+    """On a worker: make nested calls inherit ``task``'s remaining time."""
+    if task.timeout is not None:
+        deadline_var.set(time.monotonic() + task.timeout)
+    dispatch_timeout_var.set(task.dispatch_timeout)

@@ -27,6 +27,7 @@ class Task:
         kwargs: keyword arguments.
         caller: id of the task that made this call, when made on a worker.
         timeout: execution budget in seconds (None: unbounded).
+        dispatch_timeout: seconds to reach a worker; nested calls inherit it.
         generator: the body is an async generator function.
         proxy: the proxy that dispatches it; it ships along for nested calls.
     """
@@ -37,6 +38,7 @@ class Task:
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     caller: str | None = None
     timeout: float | None = None
+    dispatch_timeout: float | None = None
     generator: bool = False
     proxy: WorkerProxy | None = dataclasses.field(default=None, repr=False)
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)

@@ -8,14 +8,20 @@ from typing import TYPE_CHECKING
 from ..._exceptions import SerializationError
 
 if TYPE_CHECKING:
+    from ...proxy.credentials import WorkerCredentials
     from ...proxy.proxy import WorkerProxy
 
 
 class ProxyRegistry:
-    """Maps a shipped proxy's id to one restored proxy, started on first use."""
+    """Maps a shipped proxy's id to one restored proxy, started on first use.
 
-    def __init__(self) -> None:
+    Restored proxies dial other workers with this worker's own credentials
+    (they never travel in the pickle).
+    """
+
+    def __init__(self, credentials: WorkerCredentials | None = None) -> None:
         self._proxies: dict[str, WorkerProxy] = {}
+        self._credentials = credentials
 
     def restore(self, proxy_id: str, data: bytes) -> WorkerProxy:
         """Return the proxy for ``proxy_id``, unpickling ``data`` the first time."""
@@ -23,7 +29,10 @@ class ProxyRegistry:
         if proxy is None:
             if not data:
                 raise SerializationError(f"proxy {proxy_id} was never sent to this worker")
-            proxy = self._proxies[proxy_id] = pickle.loads(data)
+            proxy = pickle.loads(data)
+            if proxy.secure:
+                proxy.credentials = self._credentials
+            self._proxies[proxy_id] = proxy
         return proxy
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ import grpc.aio
 
 from ..._exceptions import InsecureBindError
 from ..._version import __version__
+from ...proxy.credentials import WorkerCredentials
 from ...serialization.metadata import WorkerMetadata
 from ...serialization.rpc import add_worker_service
 from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
@@ -45,6 +46,7 @@ class WorkerConfig:
         port: port to bind; 0 picks a free one.
         tags: labels published with the worker.
         discovery: where to publish the worker (None: nowhere).
+        credentials: TLS material; None serves plaintext.
         insecure: allow a non-loopback bind without TLS.
         grace: seconds in-flight calls get to finish when stopping.
         uid: the worker's unique id.
@@ -54,6 +56,7 @@ class WorkerConfig:
     port: int = 0
     tags: frozenset[str] = frozenset()
     discovery: DiscoveryLike | None = None
+    credentials: WorkerCredentials | None = None
     insecure: bool = False
     grace: float = 5.0
     uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
@@ -82,7 +85,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self._stop = asyncio.Event()
-        self._proxies = ProxyRegistry()
+        self._proxies = ProxyRegistry(config.credentials)
         self._service = WorkerService(self._proxies, self._stop.set)
         self._publisher: Any = None
         self.metadata: WorkerMetadata | None = None
@@ -94,7 +97,7 @@ class Worker:
     async def run(self, ready: Callable[[WorkerMetadata], None]) -> None:
         """Serve until stopped; call ``ready`` once reachable and published."""
         config = self.config
-        if not config.insecure and not is_loopback(config.host):
+        if config.credentials is None and not config.insecure and not is_loopback(config.host):
             raise InsecureBindError(
                 f"refusing to bind {config.host!r} without TLS credentials: anyone who "
                 "can reach it could run code here; pass TLS credentials, or "
@@ -102,7 +105,13 @@ class Worker:
             )
         server = grpc.aio.server(options=SERVER_OPTIONS)
         add_worker_service(server, self._service.session, self._service.stop)
-        port = server.add_insecure_port(format_address(config.host, config.port))
+        address = format_address(config.host, config.port)
+        if config.credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, config.credentials.server_credentials())
+        if not port:
+            raise OSError(f"could not bind {address}: in use or not an address of this host")
         await server.start()
         try:
             self.metadata = WorkerMetadata(
@@ -112,7 +121,7 @@ class Worker:
                 host=socket.gethostname(),
                 version=__version__,
                 tags=config.tags,
-                secure=False,
+                secure=config.credentials is not None,
             )
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             ready(self.metadata)

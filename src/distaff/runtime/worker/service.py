@@ -25,6 +25,7 @@ from ...serialization.wire import (
     StopRequest,
 )
 from ..context import current_proxy_var, current_task_var
+from ..routine import enter_task_deadlines
 from ..task import Task
 from .proxies import ProxyRegistry
 
@@ -155,6 +156,7 @@ class WorkerService:
             id=start.task_id,
             caller=start.caller or None,
             timeout=start.timeout or None,
+            dispatch_timeout=start.dispatch_timeout or None,
             generator=start.generator,
             proxy=proxy,
         )
@@ -164,6 +166,7 @@ class WorkerService:
             task = self._decode(start)
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
+            enter_task_deadlines(task)
             async with asyncio.timeout(task.timeout):
                 if call.steps is None:
                     result = await task.callable(*task.args, **task.kwargs)

@@ -1,0 +1,67 @@
+"""WorkerCredentials: the TLS material of a pool."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import grpc
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class WorkerCredentials:
+    """TLS material shared by a pool's callers and workers (PEM bytes).
+
+    Workers serve with ``cert``/``key`` and callers verify them against
+    ``ca``. With ``mutual``, workers also demand a client certificate signed
+    by ``ca`` and callers present ``cert``/``key``: a caller without one runs
+    nothing. The key never travels inside a pickled proxy.
+
+    Attributes:
+        ca: the certificate authority that signs the pool's certificates.
+        cert: this party's certificate chain.
+        key: this party's private key.
+        mutual: require client certificates on workers.
+    """
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+    mutual: bool = False
+
+    @classmethod
+    def from_files(
+        cls,
+        ca: str | pathlib.Path,
+        cert: str | pathlib.Path,
+        key: str | pathlib.Path,
+        *,
+        mutual: bool = False,
+    ) -> WorkerCredentials:
+        """Read PEM files; a missing or unreadable file raises OSError naming it."""
+        return cls(
+            ca=pathlib.Path(ca).read_bytes(),
+            cert=pathlib.Path(cert).read_bytes(),
+            key=pathlib.Path(key).read_bytes(),
+            mutual=mutual,
+        )
+
+    def server_credentials(self) -> Any:
+        """gRPC server credentials for a worker."""
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)],
+            root_certificates=self.ca if self.mutual else None,
+            require_client_auth=self.mutual,
+        )
+
+    def channel_credentials(self) -> Any:
+        """gRPC channel credentials for a caller (client cert when mutual)."""
+        if self.mutual:
+            return grpc.ssl_channel_credentials(
+                root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+            )
+        return grpc.ssl_channel_credentials(root_certificates=self.ca)
+
+    def __repr__(self) -> str:
+        return f"WorkerCredentials(mutual={self.mutual}, key=<hidden>)"
