@@ -145,3 +145,14 @@ class Counter:
     async def upto(self, n: int) -> AsyncGenerator[int, None]:
         for i in range(self.start, n):
             yield i
+
+
+@distaff.routine(window=64)
+async def numbers(n: int, marker: str | None = None) -> AsyncGenerator[int, None]:
+    """Stream 0..n-1 with read-ahead; write ``marker`` from ``finally``."""
+    try:
+        for i in range(n):
+            yield i
+    finally:
+        if marker:
+            pathlib.Path(marker).write_text(str(os.getpid()))

@@ -21,9 +21,12 @@ pool as it now is.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from typing_extensions import deprecated
+# typing_extensions' Protocol fixes a protocol's members when the class is
+# made; typing's (3.11) would count @deprecated's __deprecated__ as one, and
+# no balancer would match DispatchingLoadBalancerLike
+from typing_extensions import Protocol, deprecated, runtime_checkable
 
 from ..serialization.metadata import WorkerMetadata
 

@@ -33,33 +33,29 @@ class RoundRobinLoadBalancer:
         return (type(self), ())
 
     def _take(
-        self, context: LoadBalancerContextView
+        self, context: LoadBalancerContextView, tried: set[str]
     ) -> tuple[WorkerMetadata, WorkerConnection] | None:
-        """Return the worker at this context's position and advance past it."""
+        """Return the first untried worker from this context's position, advancing past it.
+
+        Returns None, leaving the position alone, when every worker was tried.
+        """
         with self._lock:
-            workers = context.workers
-            if not workers:
-                return None
-            index = self._positions.get(context, 0) % len(workers)
-            self._positions[context] = index + 1
-            metadata = list(workers)[index] if index else next(iter(workers))
-            return metadata, workers[metadata]
+            workers = list(context.workers.items())
+            start = self._positions.get(context, 0)
+            for step in range(len(workers)):
+                index = (start + step) % len(workers)
+                metadata, connection = workers[index]
+                if metadata.uid not in tried:
+                    self._positions[context] = index + 1
+                    return metadata, connection
+            return None
 
     async def delegate(
         self, *, context: LoadBalancerContextView
     ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnection], WorkerMetadata | None]:
         """Yield workers in turn until one wins or every one has failed."""
         tried: set[str] = set()
-        while True:
-            candidate = self._take(context)
-            if candidate is None:
-                return
-            if candidate[0].uid in tried:
-                # a full cycle without success; check the rest still untried
-                untried = [m for m in context.workers if m.uid not in tried]
-                if not untried:
-                    return
-                candidate = (untried[0], context.workers[untried[0]])
+        while (candidate := self._take(context, tried)) is not None:
             tried.add(candidate[0].uid)
             try:
                 winner = yield candidate

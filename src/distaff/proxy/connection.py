@@ -74,11 +74,24 @@ class RemoteCall:
     each one step of the remote generator.
     """
 
-    __slots__ = ("_error", "_finished", "_frames", "_id", "_session", "_waiter")
+    __slots__ = (
+        "_consumed",
+        "_error",
+        "_finished",
+        "_frames",
+        "_generator",
+        "_id",
+        "_session",
+        "_waiter",
+        "_window",
+    )
 
-    def __init__(self, session: _Session, call_id: int) -> None:
+    def __init__(self, session: _Session, call_id: int, generator: bool, window: int) -> None:
         self._session = session
         self._id = call_id
+        self._generator = generator
+        self._window = window
+        self._consumed = 0
         self._frames: collections.deque[Frame] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
@@ -153,22 +166,45 @@ class RemoteCall:
 
     async def asend(self, value: Any) -> Any:
         """Send ``value`` into the remote generator; return what it yields next."""
-        if self._session.generator_call(self._id):
-            if self._finished:
-                raise StopAsyncIteration
-            if value is None:
-                self._step(StepKind.STEP_NEXT)
-            else:
-                self._step(StepKind.STEP_SEND, dumps(value, what="the value sent"))
-            return await self._receive()
-        value = await self._receive()
-        self._finish(failed=False)
-        return value
+        if not self._generator:
+            value = await self._receive()
+            self._finish(failed=False)
+            return value
+        if self._finished:
+            raise StopAsyncIteration
+        if self._window:
+            if value is not None:
+                raise TypeError(self._pull_only("asend(value)"))
+            return await self._pull()
+        if value is None:
+            self._step(StepKind.STEP_NEXT)
+        else:
+            self._step(StepKind.STEP_SEND, dumps(value, what="the value sent"))
+        return await self._receive()
+
+    async def _pull(self) -> Any:
+        """Take the next read-ahead item; grant credit back in batches."""
+        self._consumed += 1
+        if self._consumed * 2 >= self._window:
+            frame = self._session.outbox.add()
+            frame.call = self._id
+            frame.step.kind = StepKind.STEP_CREDIT
+            frame.step.credit = self._consumed
+            self._consumed = 0
+        return await self._receive()
+
+    def _pull_only(self, what: str) -> str:
+        return (
+            f"this stream reads ahead (window={self._window}) and only supports "
+            f"iteration; {what} needs a routine without a window"
+        )
 
     async def athrow(self, error: BaseException) -> Any:
         """Throw ``error`` into the remote generator; return its next yield."""
         if self._finished:
             raise error
+        if self._window:
+            raise TypeError(self._pull_only("athrow()"))
         self._step(StepKind.STEP_THROW, encode_exception(error))
         return await self._receive()
 
@@ -176,12 +212,14 @@ class RemoteCall:
         """Close the call: a generator runs its ``finally``; a coroutine is cancelled."""
         if self._finished:
             return
-        if not self._session.generator_call(self._id):
+        if not self._generator:
             self._cancel_remote()
             return
         self._step(StepKind.STEP_CLOSE)
         try:
             frame = await self._next_frame()
+            while frame.WhichOneof("kind") == "value":  # read-ahead items nobody wants
+                frame = await self._next_frame()
         finally:
             self._finish(failed=False)
         if frame.WhichOneof("kind") == "error":
@@ -198,7 +236,6 @@ class _Session:
         self._calls: dict[int, RemoteCall] = {}
         # resolves to None when the worker accepts, or to its refusal reason
         self._acks: dict[int, asyncio.Future[str | None]] = {}
-        self._generators: set[int] = set()
         self._proxies: set[str] = set()
         self._broken: BaseException | None = None
         hello = self.outbox.add()
@@ -213,12 +250,8 @@ class _Session:
     def broken(self) -> bool:
         return self._broken is not None
 
-    def generator_call(self, call_id: int) -> bool:
-        return call_id in self._generators
-
     def release(self, call_id: int, *, failed: bool) -> None:
         if self._calls.pop(call_id, None) is not None:
-            self._generators.discard(call_id)
             self._connection._count(failed=failed)
 
     async def _write_loop(self) -> None:
@@ -292,10 +325,10 @@ class _Session:
         if task.dispatch_timeout:
             start.dispatch_timeout = task.dispatch_timeout
         start.generator = task.generator
-        call = RemoteCall(self, call_id)
+        if task.window:
+            start.window = task.window
+        call = RemoteCall(self, call_id, task.generator, task.window)
         self._calls[call_id] = call
-        if task.generator:
-            self._generators.add(call_id)
         ack = self._acks[call_id] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):

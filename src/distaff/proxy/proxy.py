@@ -17,8 +17,9 @@ from ..balancers.base import DelegatingLoadBalancerLike, LoadBalancerLike
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..runtime.discovery.base import DiscoveryEventType, DiscoverySubscriberLike
 from ..serialization.metadata import WorkerMetadata
-from .connection import WorkerConnection
+from .connection import RemoteCall, WorkerConnection
 from .context import LoadBalancerContext
+from .credentials import WorkerCredentials
 
 if TYPE_CHECKING:
     from ..runtime.task import Task
@@ -45,7 +46,11 @@ class WorkerProxy:
         lazy: start on first dispatch instead of requiring ``start()``.
         wait: seconds a dispatch waits for a first worker before
             ``NoWorkersAvailable``.
-        secure: admit only TLS workers (True) or only plaintext ones (False).
+        credentials: TLS material; a proxy with credentials admits only
+            ``secure`` workers and dials them over TLS, one without admits
+            only plaintext workers. Credentials are never pickled: a proxy
+            restored on a worker uses that worker's own.
+        secure: admit TLS workers; defaults to ``credentials is not None``.
     """
 
     def __init__(
@@ -57,7 +62,8 @@ class WorkerProxy:
         lease: int | None = None,
         lazy: bool = True,
         wait: float = 10.0,
-        secure: bool = False,
+        credentials: WorkerCredentials | None = None,
+        secure: bool | None = None,
         id: str | None = None,
     ) -> None:
         self.id = id or uuid.uuid4().hex
@@ -72,7 +78,8 @@ class WorkerProxy:
         self.lease = lease
         self.lazy = lazy
         self.wait = wait
-        self.secure = secure
+        self.secure = credentials is not None if secure is None else secure
+        self.credentials = credentials
         self._context = LoadBalancerContext()
         self._delegating = True
         self._started = False
@@ -138,11 +145,12 @@ class WorkerProxy:
         if not self._started:
             return
         self._started = False
-        tasks = [t for t in (self._supervisor, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._supervisor = None
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
+        # evicted connections are still closing: cancelling an aclose would leak them
+        await asyncio.gather(*self._background, return_exceptions=True)
         connections = [self._context.remove_worker(m) for m in list(self._context.workers)]
         await asyncio.gather(*(c.aclose() for c in connections if c), return_exceptions=True)
 
@@ -192,7 +200,11 @@ class WorkerProxy:
             self._context.add_worker(metadata, self._connect(metadata))
 
     def _connect(self, metadata: WorkerMetadata) -> WorkerConnection:
-        return WorkerConnection(metadata.address)
+        if self.credentials is None:
+            return WorkerConnection(metadata.address)
+        return WorkerConnection(
+            metadata.address, credentials=self.credentials.channel_credentials()
+        )
 
     def _evict(self, metadata: WorkerMetadata) -> None:
         connection = self._context.remove_worker(metadata)
@@ -261,7 +273,9 @@ class WorkerProxy:
         finally:
             await candidates.aclose()
 
-    async def _hand_over(self, candidates: Any, metadata: WorkerMetadata, stream: Any) -> Any:
+    async def _hand_over(
+        self, candidates: Any, metadata: WorkerMetadata, stream: RemoteCall
+    ) -> RemoteCall:
         """Tell the balancer who won; close the stream if we never hand it out."""
         handed = False
         try:

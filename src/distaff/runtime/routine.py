@@ -30,6 +30,7 @@ S = TypeVar("S")
 class _Options:
     timeout: float | None = None
     dispatch_timeout: float | None = None
+    window: int = 0
 
 
 def _new_task(
@@ -51,6 +52,7 @@ def _new_task(
             options.dispatch_timeout if dispatch_timeout is None else dispatch_timeout, timeout
         ),
         generator=generator,
+        window=options.window if generator else 0,
         proxy=proxy,
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
@@ -151,7 +153,7 @@ def routine(fn: Callable[P, AsyncGenerator[Y, S]]) -> Callable[P, AsyncGenerator
 
 @overload
 def routine(
-    *, timeout: float | None = None, dispatch_timeout: float | None = None
+    *, timeout: float | None = None, dispatch_timeout: float | None = None, window: int = 0
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -160,6 +162,7 @@ def routine(
     *,
     timeout: float | None = None,
     dispatch_timeout: float | None = None,
+    window: int = 0,
 ) -> Any:
     """Make ``fn`` a routine: calling it runs the body on a pool worker.
 
@@ -176,10 +179,19 @@ def routine(
     worker (a ``RuntimeContext`` value overrides it). Expiry raises
     ``TimeoutError`` and cancels the remote work.
 
+    ``window=N`` (async generators only) lets the worker run up to N items
+    ahead of the caller, batching them on the wire: much faster streaming,
+    at the cost of local semantics: the body runs ahead of the consumer and
+    the stream supports only iteration and ``aclose`` (``asend(value)`` and
+    ``athrow`` raise TypeError). Without it, each item is one step driven by
+    the caller, exactly like a local generator.
+
     Raises:
         TypeError: ``fn`` is not an async function or async generator function.
     """
-    options = _Options(timeout, dispatch_timeout)
+    if window < 0:
+        raise ValueError(f"window must be >= 0, not {window}")
+    options = _Options(timeout, dispatch_timeout, window)
     if fn is None:
         return functools.partial(_wrap, options=options)
     return _wrap(fn, options)

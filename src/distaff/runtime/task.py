@@ -29,6 +29,8 @@ class Task:
         timeout: execution budget in seconds (None: unbounded).
         dispatch_timeout: seconds to reach a worker; nested calls inherit it.
         generator: the body is an async generator function.
+        window: for generators, how many items the worker may produce ahead
+            of the caller's pulls (0: strictly one per pull).
         proxy: the proxy that dispatches it; it ships along for nested calls.
     """
 
@@ -40,6 +42,7 @@ class Task:
     timeout: float | None = None
     dispatch_timeout: float | None = None
     generator: bool = False
+    window: int = 0
     proxy: WorkerProxy | None = dataclasses.field(default=None, repr=False)
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
 

@@ -97,5 +97,5 @@ def decode_metadata(data: bytes) -> WorkerMetadata:
             secure=bool(record.get("secure", False)),
             options=tuple(sorted((str(k), str(v)) for k, v in options.items())),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"worker metadata is missing or mistypes a field: {exc!r}") from exc

@@ -1,22 +1,18 @@
 """Discovery for one host: workers announced as files in a shared directory.
 
-Layout: ``<root>/<namespace>/<key>.worker``, one file per worker, where
-``<key>`` is the worker uid (or ``=`` and a hash of it when the uid is not a
-safe file name). A file holds a 25-byte header (``DSTF\\x01`` then big-endian
-publisher pid u32, the publisher's start time in clock ticks u64 and its PID
-namespace inode u64; 0 where unknown) followed by the ``encode_metadata``
-bytes. Files are written to a dot-named temporary and moved into place with
-``os.replace``, so readers never see a partial record; for one uid the last
+Layout: ``<root>/<namespace>/<key>.worker``, one file per worker; ``<key>`` is the uid, or ``=``
+and a hash of it when the uid is not a safe file name. A file holds a 25-byte header (``DSTF\x01``,
+then big-endian: publisher pid u32, its start time in clock ticks u64, its PID namespace inode u64;
+0 where unknown) and the ``encode_metadata`` bytes. Files are written to a dot-named temporary and
+moved into place with ``os.replace``, so readers never see a partial record; per uid the last
 writer wins.
 
-Subscribers poll the directory every ``poll_interval`` (25 ms by default),
-re-reading only files whose inode, size or times changed. Every
-``LIVENESS_INTERVAL`` (250 ms), and whenever a file is read, the publisher is
-checked: a pid that no longer exists, or was reused by a younger process, makes
-its workers dropped and the stale file removed. So a crashed publisher's
-workers disappear within ~300 ms (one liveness interval plus one poll). The
-check needs a shared PID namespace; files from another PID namespace are never
-judged stale. POSIX only.
+Subscribers poll the directory every ``poll_interval`` (25 ms by default), reading only files
+whose inode, size or times changed. Whenever a file is read, and every ``LIVENESS_INTERVAL``
+(250 ms), its publisher is checked: a pid that no longer exists, or now belongs to a younger
+process, makes its workers dropped and the stale file is removed. So a crashed publisher's workers
+disappear within ~300 ms (one liveness interval plus one poll). Files from another PID namespace
+are never judged stale. POSIX only.
 """
 
 from __future__ import annotations
@@ -29,10 +25,10 @@ import logging
 import os
 import re
 import stat
+import struct
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from types import TracebackType
 from typing import Self
 
 from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
@@ -44,7 +40,7 @@ DEFAULT_POLL_INTERVAL = 0.025
 LIVENESS_INTERVAL = 0.25
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _MAGIC = b"DSTF\x01"
-_HEADER_SIZE = len(_MAGIC) + 20
+_HEADER = struct.Struct(">5sIQQ")  # magic, pid, start ticks, PID namespace inode
 _SUFFIX = ".worker"
 
 _Owner = tuple[int, int, int]  # pid, start ticks, PID namespace inode
@@ -54,8 +50,8 @@ _Signature = tuple[int, int, int, int]
 def validate_namespace(namespace: str) -> str:
     """Return ``namespace`` if usable as a discovery namespace, else raise.
 
-    A namespace is 1-128 letters, digits, ``_``, ``-`` or ``.``, not starting
-    with ``.`` (so it is one safe path component and one DNS-SD TXT value).
+    A namespace is 1-128 letters, digits, ``_``, ``-`` or ``.``, not starting with ``.`` (so it is
+    one safe path component and one DNS-SD TXT value).
 
     Raises:
         ValueError: naming the bad value.
@@ -82,6 +78,10 @@ def _file_name(uid: str) -> str:
     return "=" + hashlib.sha256(uid.encode()).hexdigest()[:40] + _SUFFIX
 
 
+def _signature(st: os.stat_result) -> _Signature:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _start_ticks(pid: int) -> int:
     """Return the start time of ``pid`` in clock ticks since boot (0: unknown)."""
     try:
@@ -100,25 +100,16 @@ def _pid_namespace() -> int:
 
 
 def _own_header() -> bytes:
-    pid = os.getpid()
-    return (
-        _MAGIC
-        + pid.to_bytes(4, "big")
-        + _start_ticks(pid).to_bytes(8, "big")
-        + _pid_namespace().to_bytes(8, "big")
-    )
+    return _HEADER.pack(_MAGIC, os.getpid(), _start_ticks(os.getpid()), _pid_namespace())
 
 
 def _parse(data: bytes) -> tuple[_Owner, WorkerMetadata]:
-    if len(data) < _HEADER_SIZE or not data.startswith(_MAGIC):
+    if len(data) < _HEADER.size or not data.startswith(_MAGIC):
         raise ValueError("not a distaff worker file (bad header)")
-    h = len(_MAGIC)
-    pid = int.from_bytes(data[h : h + 4], "big")
-    start = int.from_bytes(data[h + 4 : h + 12], "big")
-    pidns = int.from_bytes(data[h + 12 : h + 20], "big")
+    _, pid, start, pidns = _HEADER.unpack_from(data)
     if pid <= 0:
         raise ValueError(f"bad publisher pid {pid}")
-    return (pid, start, pidns), decode_metadata(data[_HEADER_SIZE:])
+    return (pid, start, pidns), decode_metadata(data[_HEADER.size :])
 
 
 def _alive(owner: _Owner, own_pidns: int) -> bool:
@@ -131,10 +122,7 @@ def _alive(owner: _Owner, own_pidns: int) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by another user
-    if start:
-        current = _start_ticks(pid)
-        return current in (0, start)
-    return True
+    return not start or _start_ticks(pid) in (0, start)
 
 
 class LocalPublisher:
@@ -183,22 +171,20 @@ class LocalPublisher:
             raise
 
     async def aclose(self) -> None:
-        """Remove every file this publisher wrote; idempotent."""
+        """Remove every file this publisher wrote (and the directory if empty); idempotent."""
         self._closed = True
         written, self._written = self._written, {}
         for path in written.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        if written:
+            with contextlib.suppress(OSError):  # not empty: others still publish there
+                os.rmdir(self._directory)
 
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 
@@ -232,18 +218,14 @@ class _Scanner:
                 name = item.name
                 if name.startswith(".") or not name.endswith(_SUFFIX):
                     continue
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     st = item.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                seen.add(name)
-                sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                entry = self.entries.get(name)
-                if entry is None or entry.signature != sig:
-                    self.entries[name] = self._load(item.path, sig, st.st_mtime_ns)
-                    fresh.add(name)
+                    if stat.S_ISREG(st.st_mode):
+                        seen.add(name)
+                        entry = self.entries.get(name)
+                        if entry is None or entry.signature != _signature(st):
+                            self.entries[name] = self._load(item.path, st)
+                            fresh.add(name)
         for name in self.entries.keys() - seen:
             del self.entries[name]
         self._reap(self.entries.keys() if check_liveness else fresh)
@@ -255,8 +237,8 @@ class _Scanner:
                     current[uid] = (entry.mtime_ns, entry.metadata)
         return {uid: meta for uid, (_, meta) in current.items()}
 
-    def _load(self, path: str, sig: _Signature, mtime_ns: int) -> _Entry:
-        entry = _Entry(sig, mtime_ns)
+    def _load(self, path: str, st: os.stat_result) -> _Entry:
+        entry = _Entry(_signature(st), st.st_mtime_ns)
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -280,19 +262,17 @@ class _Scanner:
             entry.alive = False
             path = os.path.join(self.directory, name)
             with contextlib.suppress(OSError):
-                st = os.stat(path, follow_symlinks=False)
-                if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (entry.signature):
+                if _signature(os.stat(path, follow_symlinks=False)) == entry.signature:
                     os.unlink(path)
                     logger.debug("removed stale discovery file %s", path)
 
 
 @dataclasses.dataclass(frozen=True)
 class LocalSubscriber:
-    """Follows one namespace directory; holds only strings, so it pickles.
+    """Follows one namespace directory; holds only a path and a float, so it pickles.
 
-    Each ``__aiter__`` starts a new subscription: ``WORKER_ADDED`` for every
-    live worker already published, then changes as the directory changes.
-    Closing the iterator releases everything.
+    Each ``__aiter__`` starts a new subscription: ``WORKER_ADDED`` for every live worker already
+    published, then changes as the directory changes. Closing the iterator releases everything.
     """
 
     directory: str
@@ -308,9 +288,9 @@ class LocalSubscriber:
         loop = asyncio.get_running_loop()
         next_liveness = loop.time()
         while True:
-            check = loop.time() >= next_liveness
-            if check:
-                next_liveness = loop.time() + LIVENESS_INTERVAL
+            check, now = False, loop.time()
+            if now >= next_liveness:
+                check, next_liveness = True, now + LIVENESS_INTERVAL
             current = scanner.scan(check)
             events = [
                 DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])

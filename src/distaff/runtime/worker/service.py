@@ -175,7 +175,7 @@ class WorkerService:
                     frame.call = call_id
                     frame.value.payload = payload
                 else:
-                    await self._drive(call_id, task, call.steps, outbox)
+                    await self._drive(call_id, task, call.steps, outbox, start.window)
         except asyncio.CancelledError:
             if self._draining:  # not the caller's doing: tell it why
                 frame = outbox.add()
@@ -190,23 +190,29 @@ class WorkerService:
             frame.error.payload = encode_exception(exc)
 
     async def _drive(
-        self, call_id: int, task: Task, steps: asyncio.Queue[Frame], outbox: Outbox
+        self, call_id: int, task: Task, steps: asyncio.Queue[Frame], outbox: Outbox, window: int
     ) -> None:
+        """Step the generator as the caller asks.
+
+        With a ``window``, the caller only pulls: the generator runs ahead while
+        it has credit, and the caller grants more as it consumes; a close or
+        any other step is still seen between two items.
+        """
         agen = task.callable(*task.args, **task.kwargs)
         name = start_name(task)
+        credit = window
         try:
             while True:
-                step = (await steps.get()).step
+                if credit > 0 and steps.empty():
+                    kind, payload = StepKind.STEP_NEXT, b""
+                else:
+                    step = (await steps.get()).step
+                    if step.kind == StepKind.STEP_CREDIT:
+                        credit += step.credit
+                        continue
+                    kind, payload = step.kind, step.payload
                 try:
-                    if step.kind == StepKind.STEP_NEXT:
-                        value = await agen.asend(None)
-                    elif step.kind == StepKind.STEP_SEND:
-                        value = await agen.asend(loads(step.payload, what="the sent value"))
-                    elif step.kind == StepKind.STEP_THROW:
-                        value = await agen.athrow(decode_exception(step.payload))
-                    else:
-                        await agen.aclose()
-                        raise StopAsyncIteration
+                    value = await self._step(agen, kind, payload)
                 except StopAsyncIteration:
                     frame = outbox.add()
                     frame.call = call_id
@@ -215,9 +221,21 @@ class WorkerService:
                 frame = outbox.add()
                 frame.call = call_id
                 frame.value.payload = dumps(value, what=f"a value yielded by {name}")
+                credit = max(credit - 1, 0)
         finally:
             with contextlib.suppress(RuntimeError, StopAsyncIteration):
                 await agen.aclose()
+
+    @staticmethod
+    async def _step(agen: Any, kind: int, payload: bytes) -> Any:
+        if kind == StepKind.STEP_NEXT:
+            return await agen.asend(None)
+        if kind == StepKind.STEP_SEND:
+            return await agen.asend(loads(payload, what="the sent value"))
+        if kind == StepKind.STEP_THROW:
+            return await agen.athrow(decode_exception(payload))
+        await agen.aclose()
+        raise StopAsyncIteration
 
     async def stop(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
         """Refuse new calls, drain in-flight ones within the grace, then stop."""
