@@ -117,4 +117,4 @@ for _name in __all__:
     if isinstance(_obj, type) or callable(_obj):
         with _contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "distaff"
-del _name, _obj
+del _name, _obj, annotations

@@ -265,7 +265,10 @@ class _Session:
             while True:
                 envelope = await self._call.read()
                 if envelope is grpc.aio.EOF:
-                    error = RpcError("UNAVAILABLE", "the worker closed the session", self.target)
+                    # calls not yet acked never started there: safe to retry
+                    error = TransientRpcError(
+                        "UNAVAILABLE", "the worker closed the session", self.target
+                    )
                     break
                 self._deliver(envelope)
         except grpc.aio.AioRpcError as exc:

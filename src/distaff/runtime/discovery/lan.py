@@ -1,21 +1,20 @@
 """Discovery on a LAN: DNS-SD over multicast DNS, with ``zeroconf``.
 
-One service per worker, of type ``_distaff._tcp.local.`` by default. The
-instance name (and the SRV target host ``<instance>.local.``) is the worker uid
-when it is a DNS-safe label, else ``w-`` and a hash of it. SRV carries the
-worker's port; A/AAAA records carry addresses a peer can dial (a wildcard bind
-becomes the machine's non-loopback addresses). TXT keys, each string well under
-the 255-byte limit:
+One service per worker, of type ``_distaff._tcp.local.`` by default. The instance name (and the
+SRV target host ``<instance>.local.``) is the worker uid when it is a DNS-safe label, else ``w-``
+and a hash of it. SRV carries the worker's port; A/AAAA records carry addresses a peer can dial (a
+wildcard bind becomes the machine's non-loopback addresses). TXT keys, each string well under the
+255-byte limit:
 
 * ``txtvers=1``: the layout version; records without it are foreign.
 * ``ns=<namespace>``: present only when the publisher has a namespace.
-* ``mc=<n>`` and ``m0`` .. ``m<n-1>``: the ``encode_metadata`` msgpack bytes,
-  base64 (standard alphabet), cut into chunks of 240 characters.
+* ``mc=<n>`` and ``m0`` .. ``m<n-1>``: the ``encode_metadata`` msgpack bytes, base64 (standard
+  alphabet), cut into chunks of 240 characters.
 
-Namespaces are a TXT filter: a subscriber with a namespace only reports records
-whose ``ns`` equals it; without one it reports every distaff record. Records
-live ``record_ttl`` seconds (60 by default), so a publisher that dies without
-goodbyes disappears within about that long plus zeroconf's 10 s cache sweep.
+Namespaces are a TXT filter: a subscriber with a namespace only reports records whose ``ns`` equals
+it; without one it reports every distaff record. Records live ``record_ttl`` seconds (60 by
+default), so a publisher that dies without goodbyes disappears within about that long plus
+zeroconf's 10 s cache sweep.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import logging
 import re
 import socket
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import Any, Self
 
 import ifaddr
@@ -78,11 +76,10 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 async def advertised_addresses(host: str, interfaces: Sequence[str] | None = None) -> list[str]:
     """Return the addresses to put in A/AAAA records for a worker bound to ``host``.
 
-    A wildcard (``0.0.0.0``, ``::``) becomes the machine's non-loopback
-    addresses (IPv6 link-local excluded), limited to ``interfaces`` when given,
-    falling back to loopback only when nothing else is left. A host name
-    resolves, dropping loopback answers when there are others. Never loopback
-    for a non-loopback bind.
+    A wildcard (``0.0.0.0``, ``::``) becomes the machine's non-loopback addresses (IPv6 link-local
+    excluded), limited to ``interfaces`` when given, falling back to loopback only when nothing
+    else is left. A host name resolves, dropping loopback answers when there are others. Never
+    loopback for a non-loopback bind.
     """
     try:
         ip = _ip(host)
@@ -171,8 +168,8 @@ async def _close_zeroconf(aiozc: AsyncZeroconf) -> None:
 class LanPublisher:
     """Registers one DNS-SD service per published worker; ``aclose`` withdraws all.
 
-    The zeroconf instance starts on the first ``publish``. An added worker is
-    probed for and announced (about 1.7 s) before ``publish`` returns.
+    The zeroconf instance starts on the first ``publish``. An added worker is probed for and
+    announced (about 1.7 s) before ``publish`` returns.
     """
 
     def __init__(self, config: LanSubscriber, record_ttl: int) -> None:
@@ -188,8 +185,7 @@ class LanPublisher:
 
         Raises:
             RuntimeError: the publisher is closed.
-            ValueError: the worker address is not ``host:port``, or the
-                metadata is too large.
+            ValueError: the worker address is not ``host:port``, or the metadata is too large.
             zeroconf.NonUniqueNameException: another host holds the name.
         """
         if self._closed:
@@ -240,12 +236,7 @@ class LanPublisher:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 
@@ -253,11 +244,10 @@ class LanPublisher:
 class LanSubscriber:
     """Browses for workers; holds only configuration, so it pickles.
 
-    Each ``__aiter__`` starts its own zeroconf instance and browser and yields
-    ``WORKER_ADDED``/``UPDATED``/``DROPPED`` as services are resolved, change
-    and go away. Foreign or malformed records are skipped (debug log). The
-    yielded address is a resolved ``ip:port``/``[ipv6]:port`` when available.
-    Closing the iterator closes the browser and zeroconf.
+    Each ``__aiter__`` starts its own zeroconf instance and browser and yields ``WORKER_ADDED`` /
+    ``UPDATED`` / ``DROPPED`` as services are resolved, change and go away. Foreign or malformed
+    records are skipped (debug log). The yielded address is a resolved ``ip:port`` or
+    ``[ipv6]:port`` when there is one. Closing the iterator closes the browser and zeroconf.
     """
 
     service_type: str = SERVICE_TYPE
@@ -328,8 +318,7 @@ class LanDiscovery:
     Args:
         namespace: only see (and publish into) this namespace; None: see all.
         service_type: the DNS-SD service type.
-        interfaces: IP addresses of the interfaces to use (e.g.
-            ``["127.0.0.1"]``); None: all interfaces.
+        interfaces: IP addresses of the interfaces to use (``["127.0.0.1"]``); None: all.
         record_ttl: seconds a published record lives without refresh.
 
     Raises:

@@ -154,13 +154,15 @@ class LocalPublisher:
     def _write(self, path: str, data: bytes) -> None:
         tmp = os.path.join(self._directory, f".{uuid.uuid4().hex}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:
-            fd = os.open(tmp, flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(self._directory), mode=0o700, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self._directory, 0o700)
-            fd = os.open(tmp, flags, 0o644)
+        for attempt in range(3):  # another publisher's aclose may remove an empty directory
+            try:
+                fd = os.open(tmp, flags, 0o644)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                os.makedirs(os.path.dirname(self._directory), mode=0o700, exist_ok=True)
+                os.makedirs(self._directory, mode=0o700, exist_ok=True)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -190,8 +192,7 @@ class LocalPublisher:
 
 @dataclasses.dataclass
 class _Entry:
-    signature: _Signature
-    mtime_ns: int
+    signature: _Signature  # (inode, size, mtime_ns, ctime_ns)
     owner: _Owner | None = None
     metadata: WorkerMetadata | None = None
     alive: bool = True
@@ -233,12 +234,12 @@ class _Scanner:
         for entry in self.entries.values():
             if entry.alive and entry.metadata is not None:
                 uid = entry.metadata.uid
-                if uid not in current or current[uid][0] < entry.mtime_ns:
-                    current[uid] = (entry.mtime_ns, entry.metadata)
+                if uid not in current or current[uid][0] < entry.signature[2]:
+                    current[uid] = (entry.signature[2], entry.metadata)
         return {uid: meta for uid, (_, meta) in current.items()}
 
     def _load(self, path: str, st: os.stat_result) -> _Entry:
-        entry = _Entry(_signature(st), st.st_mtime_ns)
+        entry = _Entry(_signature(st))
         try:
             with open(path, "rb") as f:
                 data = f.read()
