@@ -90,6 +90,11 @@ async def subscribe(
         await it.aclose()  # type: ignore[attr-defined]
 
 
+def listing(directory: str) -> list[str] | None:
+    """The directory's entries, or None if it does not exist."""
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else None
+
+
 def write_files(directory: str, files: dict[str, bytes]) -> None:
     os.makedirs(directory, exist_ok=True)
     for name, data in files.items():
@@ -190,9 +195,10 @@ async def test_publisher_aclose_drops_only_its_workers(disco: LocalDiscovery) ->
         await closing.aclose()
         dropped = {await next_event(it), await next_event(it)}
         assert dropped == {DiscoveryEvent(DROPPED, meta(u)) for u in ("a1", "a2")}
-        assert os.listdir(disco.directory) == ["k1.worker"]
+        assert listing(disco.directory) == ["k1.worker"]
         with pytest.raises(RuntimeError, match="closed"):
             await closing.publish(added(meta("a3")))
+    assert listing(disco.directory) is None  # the last publisher removed the empty directory
 
 
 async def test_namespaces_isolate(root: str) -> None:
@@ -276,7 +282,7 @@ async def test_reused_pid_counts_as_dead(disco: LocalDiscovery) -> None:
     async with disco.publisher() as pub, subscribe(disco.subscriber()) as it:
         await pub.publish(added(meta("live")))
         assert await next_event(it) == added(meta("live"))
-    assert os.listdir(disco.directory) == []  # stale file reaped, live one closed
+    assert listing(disco.directory) is None  # stale file reaped, live one closed, dir removed
 
 
 async def test_killed_publisher_is_dropped(disco: LocalDiscovery, spawn: Spawn) -> None:
@@ -294,7 +300,7 @@ async def test_killed_publisher_is_dropped(disco: LocalDiscovery, spawn: Spawn) 
         elapsed = time.perf_counter() - killed_at
     assert (event.type, event.metadata.uid) == (DROPPED, uid)
     assert elapsed < 2.0, f"dropped after {elapsed:.3f}s"
-    assert os.listdir(disco.directory) == []  # the stale file was removed
+    assert listing(disco.directory) == []  # the stale file was removed
 
 
 async def test_file_of_exited_publisher_is_never_reported(
@@ -303,11 +309,11 @@ async def test_file_of_exited_publisher_is_never_reported(
     proc = await spawn(CHILD_PUBLISHER, disco.namespace, disco.root, "ghost", "exit")
     assert await read_line(proc) == "ready"
     assert await proc.wait() == 0
-    assert os.listdir(disco.directory) == ["ghost.worker"]
+    assert listing(disco.directory) == ["ghost.worker"]
     async with disco.publisher() as pub, subscribe(disco.subscriber()) as it:
         await pub.publish(added(meta("live")))
         assert await next_event(it) == added(meta("live"))
-    assert os.listdir(disco.directory) == []
+    assert listing(disco.directory) is None
 
 
 async def test_subscriber_pickles_and_works_elsewhere(disco: LocalDiscovery, spawn: Spawn) -> None:
