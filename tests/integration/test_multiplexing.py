@@ -1,0 +1,76 @@
+"""Many calls share one connection's stream: results must never cross."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import distaff
+
+from . import routines as r
+
+# an operation: ("call", token) | ("stream", n, take) | ("cancel", token)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("call"), st.integers()),
+        st.tuples(st.just("stream"), st.integers(0, 30), st.integers(0, 35)),
+        st.tuples(st.just("window"), st.integers(0, 200), st.integers(0, 220)),
+        st.tuples(st.just("cancel"), st.integers()),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+async def run(op: tuple[Any, ...]) -> Any:
+    kind = op[0]
+    if kind == "call":
+        return await r.echo(("token", op[1]))
+    if kind in ("stream", "window"):
+        n, take = op[1], op[2]
+        source = r.countdown(n) if kind == "stream" else r.numbers(n)
+        seen = []
+        async for item in source:
+            if len(seen) == take:
+                break
+            seen.append(item)
+        await source.aclose()
+        return seen
+    call = asyncio.ensure_future(r.sleep_then_mark(f"/tmp/distaff-mux-{uuid.uuid4().hex}", 30))
+    await asyncio.sleep(0)
+    call.cancel()
+    try:
+        await call
+    except asyncio.CancelledError:
+        return "cancelled"
+    return "finished"
+
+
+def expected(op: tuple[Any, ...]) -> Any:
+    kind = op[0]
+    if kind == "call":
+        return ("token", op[1])
+    if kind == "stream":
+        return list(range(op[1], 0, -1))[: op[2]]
+    if kind == "window":
+        return list(range(op[1]))[: op[2]]
+    return "cancelled"
+
+
+async def scenario(ops: list[tuple[Any, ...]]) -> list[Any]:
+    async with distaff.WorkerPool(spawn=1):
+        return await asyncio.gather(*(run(op) for op in ops))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations)
+def test_interleaved_calls_streams_and_cancellations_never_cross(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    results = asyncio.run(scenario(ops))
+
+    assert results == [expected(op) for op in ops]
