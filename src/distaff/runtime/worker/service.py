@@ -128,16 +128,24 @@ class WorkerService:
             frame.call = call_id
             frame.reject.reason = "the worker is draining"
             return
-        ack = outbox.add()
-        ack.call = call_id
-        ack.ack.SetInParent()
         call = calls[call_id] = _Call()
         if start.generator:
             call.steps = asyncio.Queue()
-        call.task = group.create_task(self._run(call_id, start, call, outbox))
-        self._running.add(call.task)
+        task = call.task = group.create_task(self._run(call_id, start, call, outbox))
+        self._running.add(task)
         self._idle.clear()
-        call.task.add_done_callback(lambda t: self._done(t, call_id, calls))
+        task.add_done_callback(lambda t: self._done(t, call_id, calls))
+        # The ack goes out after the call's first step: a call that finished in
+        # that step needs none (its result frame implies it), which makes a
+        # short coroutine one frame and one write each way.
+        asyncio.get_running_loop().call_soon(self._ack_unless_done, call_id, task, outbox)
+
+    @staticmethod
+    def _ack_unless_done(call_id: int, task: asyncio.Task[None], outbox: Outbox) -> None:
+        if not task.done():
+            frame = outbox.add()
+            frame.call = call_id
+            frame.ack.SetInParent()
 
     def _done(self, task: asyncio.Task[None], call_id: int, calls: dict[int, _Call]) -> None:
         calls.pop(call_id, None)
