@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
 import ifaddr
-from zeroconf import InterfaceChoice, ServiceStateChange
+from zeroconf import DNSQuestionType, InterfaceChoice, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
@@ -271,7 +271,15 @@ class LanSubscriber:
             def on_change(zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
                 changes.put_nowait((name, state_change))
 
-            browser = AsyncServiceBrowser(aiozc.zeroconf, self.service_type, handlers=[on_change])
+            # QM: answers come back multicast. A worker runs two mDNS stacks (its
+            # publisher and its shipped proxy's subscriber) on port 5353, and a
+            # unicast answer reaches only one of them.
+            browser = AsyncServiceBrowser(
+                aiozc.zeroconf,
+                self.service_type,
+                handlers=[on_change],
+                question_type=DNSQuestionType.QM,
+            )
             try:
                 known: dict[str, WorkerMetadata] = {}
                 while True:
@@ -294,7 +302,9 @@ class LanSubscriber:
         meta = None
         if change is not ServiceStateChange.Removed:
             info = AsyncServiceInfo(self.service_type, name)
-            if not await info.async_request(aiozc.zeroconf, self.resolve_timeout_ms):
+            if not await info.async_request(
+                aiozc.zeroconf, self.resolve_timeout_ms, question_type=DNSQuestionType.QM
+            ):
                 logger.debug("could not resolve %s; ignoring this change", name)
                 return None
             try:
