@@ -334,8 +334,11 @@ class _Session:
         self._calls[call_id] = call
         ack = self._acks[call_id] = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:
                 refusal = await ack
+            else:
+                async with asyncio.timeout(timeout):
+                    refusal = await ack
         except TimeoutError:
             call._cancel_remote()
             raise TransientRpcError(

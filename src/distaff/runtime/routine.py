@@ -62,6 +62,8 @@ def _new_task(
 async def _dispatch(task: Task) -> Any:
     """Reach a worker within the task's dispatch timeout; TimeoutError if not."""
     assert task.proxy is not None
+    if task.dispatch_timeout is None:
+        return await task.proxy.dispatch(task)
     async with asyncio.timeout(task.dispatch_timeout):
         return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
 
@@ -85,8 +87,11 @@ def _coroutine_routine(
         deadline = None if task.timeout is None else time.monotonic() + task.timeout
         stream = await _dispatch(task)
         try:
-            async with _bound(deadline):
+            if deadline is None:
                 result: R = await anext(stream)
+            else:
+                async with _bound(deadline):
+                    result = await anext(stream)
         finally:
             await _close(stream)
         return result

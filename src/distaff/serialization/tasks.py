@@ -111,14 +111,15 @@ def decode_arguments(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
-def dumps(value: Any, *, what: str) -> bytes:
-    """Pickle a result, yielded or sent value; failures name ``what``."""
+def dumps(value: Any, *, what: str, of: Callable[..., Any] | None = None) -> bytes:
+    """Pickle a result, yielded or sent value; failures name ``what`` (``of`` a routine)."""
     try:
         data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         return data
     except Exception as exc:
+        owner = f" by {getattr(of, '__qualname__', of)!r}" if of is not None else ""
         raise SerializationError(
-            f"cannot pickle {what} of type {type(value).__qualname__}: {exc}"
+            f"cannot pickle {what}{owner} of type {type(value).__qualname__}: {exc}"
         ) from exc
 
 

@@ -175,15 +175,19 @@ class WorkerService:
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
             enter_task_deadlines(task)
-            async with asyncio.timeout(task.timeout):
-                if call.steps is None:
-                    result = await task.callable(*task.args, **task.kwargs)
-                    payload = dumps(result, what=f"the result of {start_name(task)}")
-                    frame = outbox.add()
-                    frame.call = call_id
-                    frame.value.payload = payload
-                else:
+            if call.steps is not None:
+                async with asyncio.timeout(task.timeout):
                     await self._drive(call_id, task, call.steps, outbox, start.window)
+                return
+            if task.timeout is None:
+                result = await task.callable(*task.args, **task.kwargs)
+            else:
+                async with asyncio.timeout(task.timeout):
+                    result = await task.callable(*task.args, **task.kwargs)
+            payload = dumps(result, what="the result", of=task.callable)
+            frame = outbox.add()
+            frame.call = call_id
+            frame.value.payload = payload
         except asyncio.CancelledError:
             if self._draining:  # not the caller's doing: tell it why
                 frame = outbox.add()
@@ -207,7 +211,6 @@ class WorkerService:
         any other step is still seen between two items.
         """
         agen = task.callable(*task.args, **task.kwargs)
-        name = start_name(task)
         credit = window
         try:
             while True:
@@ -228,7 +231,7 @@ class WorkerService:
                     return
                 frame = outbox.add()
                 frame.call = call_id
-                frame.value.payload = dumps(value, what=f"a value yielded by {name}")
+                frame.value.payload = dumps(value, what="a value yielded", of=task.callable)
                 credit = max(credit - 1, 0)
         finally:
             with contextlib.suppress(RuntimeError, StopAsyncIteration):
@@ -263,8 +266,3 @@ class WorkerService:
         if leftover:
             await asyncio.wait(leftover)
         return len(leftover)
-
-
-def start_name(task: Task) -> str:
-    """Name a task's routine for error messages."""
-    return getattr(task.callable, "__qualname__", repr(task.callable))
