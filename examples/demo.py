@@ -60,8 +60,10 @@ async def main() -> None:
     print(f"caller pid {os.getpid()}")
     started = time.perf_counter()
     async with distaff.WorkerPool(spawn=2) as pool:
-        print(f"pool of {len(pool.pids)} workers {pool.pids} ready in "
-              f"{time.perf_counter() - started:.2f} s\n")
+        print(
+            f"pool of {len(pool.pids)} workers {pool.pids} ready in "
+            f"{time.perf_counter() - started:.2f} s\n"
+        )
 
         print("-- plain calls")
         for label in ("first", "second", "third"):
@@ -89,8 +91,10 @@ async def main() -> None:
         t0 = time.perf_counter()
         await asyncio.gather(*(whoami("x") for _ in range(calls)))
         elapsed = time.perf_counter() - t0
-        print(f"-- {calls} concurrent calls in {elapsed * 1000:.0f} ms "
-              f"({calls / elapsed:,.0f} calls/s)")
+        print(
+            f"-- {calls} concurrent calls in {elapsed * 1000:.0f} ms "
+            f"({calls / elapsed:,.0f} calls/s)"
+        )
     print("pool stopped; no worker left behind")
 
 
