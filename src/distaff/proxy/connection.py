@@ -23,7 +23,14 @@ from .._exceptions import RpcError, TransientRpcError
 from ..serialization import rpc
 from ..serialization.exceptions import decode_exception, encode_exception
 from ..serialization.tasks import dumps, loads
-from ..serialization.wire import PROTOCOL_VERSION, Envelope, Frame, Outbox, StepKind
+from ..serialization.wire import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Envelope,
+    Frame,
+    Outbox,
+    StepKind,
+)
 
 if TYPE_CHECKING:
     from ..runtime.task import Task
@@ -43,18 +50,37 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_timeout_ms", 3_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_send_message_length", 256 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
 
-def map_rpc_error(error: grpc.aio.AioRpcError, target: str) -> RpcError:
-    """Classify a gRPC failure: transient codes may be retried elsewhere."""
+_TLS_HINT = (
+    " (over TLS: check that the worker's certificate is signed by the pool's CA, "
+    "is valid now and names the address dialled, and, with mutual TLS, that "
+    "this caller presents a certificate from that CA)"
+)
+
+
+def map_rpc_error(error: grpc.aio.AioRpcError, target: str, *, secure: bool = False) -> RpcError:
+    """Classify a gRPC failure: transient codes may be retried elsewhere.
+
+    gRPC reports a failed TLS handshake as a bare UNAVAILABLE ("Socket
+    closed"); on a secure connection the message says what to check.
+    """
     code = error.code()
     cls = TransientRpcError if code in TRANSIENT_CODES else RpcError
-    return cls(code.name, error.details() or "", target)
+    details = error.details() or ""
+    if secure and code == grpc.StatusCode.UNAVAILABLE:
+        details += _TLS_HINT
+    return cls(code.name, details, target)
+
+
+def _copy(error: RpcError) -> RpcError:
+    """A fresh instance: one exception object must not be raised in many tasks."""
+    return type(error)(error.code, error.details, error.target)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +241,9 @@ class RemoteCall:
         if not self._generator:
             self._cancel_remote()
             return
+        if self._session.broken:  # nothing left to close remotely
+            self._finish(failed=True)
+            return
         self._step(StepKind.STEP_CLOSE)
         try:
             frame = await self._next_frame()
@@ -237,7 +266,7 @@ class _Session:
         # resolves to None when the worker accepts, or to its refusal reason
         self._acks: dict[int, asyncio.Future[str | None]] = {}
         self._proxies: set[str] = set()
-        self._broken: BaseException | None = None
+        self._broken: RpcError | None = None
         hello = self.outbox.add()
         hello.hello.protocol = PROTOCOL_VERSION
         self._call = rpc.open_session(connection._channel)
@@ -260,7 +289,7 @@ class _Session:
             await self.outbox.pump(self._call.write)
 
     async def _read_loop(self) -> None:
-        error: BaseException
+        error: RpcError
         try:
             while True:
                 envelope = await self._call.read()
@@ -272,7 +301,7 @@ class _Session:
                     break
                 self._deliver(envelope)
         except grpc.aio.AioRpcError as exc:
-            error = map_rpc_error(exc, self.target)
+            error = map_rpc_error(exc, self.target, secure=self._connection.secure)
         except asyncio.CancelledError:
             error = RpcError("CANCELLED", "the connection was closed", self.target)
             self._fail_all(error)
@@ -292,22 +321,22 @@ class _Session:
             if call is not None and kind != "ack":
                 call._feed(frame)
 
-    def _fail_all(self, error: BaseException) -> None:
+    def _fail_all(self, error: RpcError) -> None:
         self._broken = error
         for ack in self._acks.values():
             if not ack.done():
-                ack.set_exception(error)
+                ack.set_exception(_copy(error))
         self._acks.clear()
         # after the ack the call may have run: report a plain RpcError, not a
-        # transient one, so nobody mistakes it for safe to retry
-        if isinstance(error, RpcError):
-            error = RpcError(error.code, f"connection lost mid-call: {error.details}", self.target)
+        # transient one, so nobody mistakes it for safe to retry; one instance
+        # per call, since each raise grows its own traceback
+        details = f"connection lost mid-call: {error.details}"
         for call in list(self._calls.values()):
-            call._fail(error)
+            call._fail(RpcError(error.code, details, self.target))
 
     async def start(self, task: Task, call_id: int, timeout: float | None) -> RemoteCall:
         if self._broken is not None:
-            raise self._broken
+            raise _copy(self._broken)
         routine, arguments = task.encode()
         frame = self.outbox.add()
         frame.call = call_id
@@ -379,6 +408,7 @@ class WorkerConnection:
         options: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         self.target = target
+        self.secure = credentials is not None
         opts = DEFAULT_CHANNEL_OPTIONS + tuple(options)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=opts)
@@ -439,7 +469,7 @@ class WorkerConnection:
         try:
             reply = await rpc.call_stop(self._channel, grace, timeout)
         except grpc.aio.AioRpcError as exc:
-            raise map_rpc_error(exc, self.target) from exc
+            raise map_rpc_error(exc, self.target, secure=self.secure) from exc
         return int(reply.cancelled)
 
     async def aclose_when_idle(self) -> None:

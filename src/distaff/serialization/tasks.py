@@ -16,6 +16,7 @@ from typing import Any, cast
 import cloudpickle
 
 from .._exceptions import SerializationError
+from .wire import MAX_MESSAGE_BYTES, check_size
 
 _BY_REFERENCE = b"R"
 _BY_VALUE = b"V"
@@ -99,10 +100,11 @@ def encode_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, routin
     """Pickle ``(args, kwargs)``; an unpicklable one raises, naming it."""
     try:
         data: bytes = cloudpickle.dumps((args, dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
-        return data
     except Exception as exc:
         culprit = _name_culprit(args, kwargs)
         raise SerializationError(f"cannot send {culprit} to routine {routine!r}: {exc}") from exc
+    check_size(len(data), f"the arguments of routine {routine!r}")
+    return data
 
 
 def decode_arguments(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -113,14 +115,18 @@ def decode_arguments(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 def dumps(value: Any, *, what: str, of: Callable[..., Any] | None = None) -> bytes:
     """Pickle a result, yielded or sent value; failures name ``what`` (``of`` a routine)."""
+    owner = ""
     try:
         data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return data
     except Exception as exc:
         owner = f" by {getattr(of, '__qualname__', of)!r}" if of is not None else ""
         raise SerializationError(
             f"cannot pickle {what}{owner} of type {type(value).__qualname__}: {exc}"
         ) from exc
+    if len(data) > MAX_MESSAGE_BYTES // 2:  # cheap test first; the exact one names it
+        owner = f" by {getattr(of, '__qualname__', of)!r}" if of is not None else ""
+        check_size(len(data), f"{what}{owner}")
+    return data
 
 
 def loads(data: bytes, *, what: str) -> Any:

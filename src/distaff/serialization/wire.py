@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
+from .._exceptions import SerializationError
 from ._generated import distaff_pb2 as pb
 
 PROTOCOL_VERSION = 1
+
+# The largest gRPC message either side sends or accepts. Calls, results and
+# yielded values are checked against it before they are sent, so one oversized
+# value fails alone instead of breaking the stream that all calls share.
+MAX_MESSAGE_BYTES = int(os.environ.get("DISTAFF_MAX_MESSAGE_BYTES", 256 * 1024 * 1024))
+# room for the frame around a payload
+_FRAME_OVERHEAD = 4096
+
+
+def check_size(size: int, what: str) -> None:
+    """Raise SerializationError if a payload of ``size`` bytes cannot be sent."""
+    if size + _FRAME_OVERHEAD > MAX_MESSAGE_BYTES:
+        raise SerializationError(
+            f"{what} is {size:,} bytes, over distaff's message limit of "
+            f"{MAX_MESSAGE_BYTES:,} bytes; send a reference (a path, a key) instead, or "
+            "raise the limit by setting DISTAFF_MAX_MESSAGE_BYTES for callers and workers"
+        )
+
 
 Envelope = pb.Envelope
 Frame = pb.Frame
@@ -18,6 +38,7 @@ StopRequest = pb.StopRequest
 StopReply = pb.StopReply
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "Envelope",
     "Frame",
@@ -63,6 +84,12 @@ class Outbox:
             self._wake.clear()
             if self._envelope.frames:
                 envelope, self._envelope = self._envelope, pb.Envelope()
-                await write(envelope)
+                if len(envelope.frames) > 1 and envelope.ByteSize() > MAX_MESSAGE_BYTES:
+                    for frame in envelope.frames:  # each frame fits; together they may not
+                        single = pb.Envelope()
+                        single.frames.append(frame)
+                        await write(single)
+                else:
+                    await write(envelope)
             if self._closed and not self._envelope.frames:
                 return

@@ -21,13 +21,14 @@ from ..._version import __version__
 from ...proxy.credentials import WorkerCredentials
 from ...serialization.metadata import WorkerMetadata
 from ...serialization.rpc import add_worker_service
+from ...serialization.wire import MAX_MESSAGE_BYTES
 from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
 from .proxies import ProxyRegistry
 from .service import WorkerService
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.max_send_message_length", 256 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 5_000),
     ("grpc.keepalive_timeout_ms", 3_000),
     ("grpc.keepalive_permit_without_calls", 1),

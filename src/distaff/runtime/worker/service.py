@@ -154,9 +154,11 @@ class WorkerService:
             self._idle.set()
 
     def _decode(self, start: Start) -> Task:
+        # the proxy first: it arrives once per session, so it must be kept even
+        # when this call's routine or arguments fail to decode
+        proxy = self._proxies.restore(start.proxy_id, start.proxy) if start.proxy_id else None
         body = decode_routine(start.routine)
         args, kwargs = decode_arguments(start.arguments)
-        proxy = self._proxies.restore(start.proxy_id, start.proxy) if start.proxy_id else None
         return Task(
             callable=body,
             args=args,
@@ -229,9 +231,10 @@ class WorkerService:
                     frame.call = call_id
                     frame.done.SetInParent()
                     return
+                payload = dumps(value, what="a value yielded", of=task.callable)
                 frame = outbox.add()
                 frame.call = call_id
-                frame.value.payload = dumps(value, what="a value yielded", of=task.callable)
+                frame.value.payload = payload
                 credit = max(credit - 1, 0)
         finally:
             with contextlib.suppress(RuntimeError, StopAsyncIteration):
