@@ -43,13 +43,18 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
-# Keepalive makes a silently dead peer (host gone, cable cut) fail its calls
-# within seconds; a killed process on a live host fails them at once anyway.
+# Keepalive makes a silently dead peer (host gone, cable cut, process frozen)
+# fail its calls within about 8 s; a killed process on a live host fails them
+# at once anyway.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.keepalive_time_ms", 5_000),
-    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.keepalive_time_ms", 4_000),
+    ("grpc.keepalive_timeout_ms", 4_000),
+    # recent gRPC cores time keepalive pings out by this (default 60 s)
+    ("grpc.http2.ping_timeout_ms", 4_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # a new connection to a frozen peer gives up after this, not after 20 s
+    ("grpc.min_reconnect_backoff_ms", 4_000),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 200),
