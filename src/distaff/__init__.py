@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib as _contextlib
 import os as _os
+import typing as _typing
 
 # Pools see workers come and go routinely; gRPC's INFO lines about it are
 # noise. An explicit GRPC_VERBOSITY still wins.
@@ -73,7 +74,6 @@ from .runtime.discovery.base import (
 from .runtime.discovery.base import (
     DiscoveryLike as DiscoveryLike,
 )
-from .runtime.discovery.lan import LanDiscovery as LanDiscovery
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
 from .runtime.pool import WorkerPool as WorkerPool
 from .runtime.routine import routine as routine
@@ -112,9 +112,32 @@ __all__ = [
     "routine",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type) or callable(_obj):
+# LanDiscovery brings zeroconf (about 25 ms of import and 5 MiB in every
+# caller and worker), so it loads on first use.
+_LAZY = {"LanDiscovery": ".runtime.discovery.lan"}
+
+
+def _publish(obj: object) -> None:
+    if isinstance(obj, type) or callable(obj):
         with _contextlib.suppress(AttributeError, TypeError):
-            _obj.__module__ = "distaff"
-del _name, _obj, annotations
+            obj.__module__ = "distaff"
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        _publish(value)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'distaff' has no attribute {name!r}")
+
+
+if _typing.TYPE_CHECKING:
+    from .runtime.discovery.lan import LanDiscovery as LanDiscovery
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _publish(globals()[_name])
+del _name, annotations

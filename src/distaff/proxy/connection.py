@@ -374,6 +374,7 @@ class _Session:
                 async with asyncio.timeout(timeout):
                     refusal = await ack
         except TimeoutError:
+            self._acks.pop(call_id, None)
             call._cancel_remote()
             raise TransientRpcError(
                 "DEADLINE_EXCEEDED", f"no ack within {timeout} s", self.target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -68,8 +69,13 @@ async def _dispatch(task: Task) -> Any:
         return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
 
 
-def _bound(deadline: float | None) -> asyncio.Timeout:
-    return asyncio.timeout(None if deadline is None else deadline - time.monotonic())
+def _bound(deadline: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    if deadline is None:
+        return _NO_BOUND
+    return asyncio.timeout(deadline - time.monotonic())
+
+
+_NO_BOUND = contextlib.nullcontext()
 
 
 async def _close(stream: AsyncIterator[Any]) -> None:

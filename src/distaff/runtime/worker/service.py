@@ -54,6 +54,7 @@ class WorkerService:
         self._proxies = proxies
         self._on_stop = on_stop
         self._draining = False
+        self._routines: dict[bytes, Callable[..., Any]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -157,7 +158,12 @@ class WorkerService:
         # the proxy first: it arrives once per session, so it must be kept even
         # when this call's routine or arguments fail to decode
         proxy = self._proxies.restore(start.proxy_id, start.proxy) if start.proxy_id else None
-        body = decode_routine(start.routine)
+        body = self._routines.get(start.routine)
+        if body is None:
+            body = decode_routine(start.routine)
+            if len(self._routines) >= 4096:  # routines are few; bound it anyway
+                self._routines.clear()
+            self._routines[start.routine] = body
         args, kwargs = decode_arguments(start.arguments)
         return Task(
             callable=body,

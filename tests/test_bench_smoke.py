@@ -1,0 +1,43 @@
+"""The benchmark harness keeps working: a tiny run of every workload."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--reps",
+            "1",
+            "--no-peer",
+            "--only",
+            "W1,W2,W3,W4,W5",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    table = (tmp_path / "latest.md").read_text()
+    assert "W1 no-op latency" in table
+    assert "W4 stream" in table
+    runs = report["runs"]
+    assert {run["workload"] for run in runs} >= {"W1", "W2", "W3", "W4", "W5"}
+    assert all(run["ok"] for run in runs), [r for r in runs if not r["ok"]]
+    assert not any(run.get("leftover_processes") for run in runs)
+    assert report["ratios_to_grpc"], "no ratios to the grpc floor"
