@@ -25,6 +25,9 @@ from ._exceptions import (
     DistaffError as DistaffError,
 )
 from ._exceptions import (
+    InsecureBindError as InsecureBindError,
+)
+from ._exceptions import (
     NoWorkersAvailable as NoWorkersAvailable,
 )
 from ._exceptions import (
@@ -87,6 +90,7 @@ __all__ = [
     "DiscoveryLike",
     "DispatchingLoadBalancerLike",
     "DistaffError",
+    "InsecureBindError",
     "LanDiscovery",
     "LoadBalancerContext",
     "LoadBalancerContextLike",

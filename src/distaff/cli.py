@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -124,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InsecureBindError as exc:
         print(f"distaff worker: {exc}", file=sys.stderr)
         return 2
+    finally:
+        # the worker has stopped: a repeated SIGTERM must not turn a clean
+        # exit into death by signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
 
 

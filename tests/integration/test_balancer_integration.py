@@ -69,10 +69,19 @@ async def test_killed_worker_is_passed_over_and_calls_keep_succeeding() -> None:
             # Act
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             await exited(pidfd)
-            served = [await routines.where() for _ in range(6)]
+            served, lost = [], 0
+            for _ in range(6):
+                try:
+                    served.append(await routines.where())
+                except distaff.RpcError:
+                    # at most once: a call sent before the caller saw the
+                    # connection die may have run, so it fails, not retries
+                    lost += 1
         finally:
             os.close(pidfd)
 
-        # Assert: every call landed on the survivor; discovery drops the dead one
-        assert served == [survivor] * 6
+        # Assert: at most the call racing the death is lost; the rest landed
+        # on the survivor; discovery drops the dead one
+        assert lost <= 1
+        assert served == [survivor] * (6 - lost)
         await pool.proxy.wait_for(lambda ws: all(m.pid != victim for m in ws), timeout=10)

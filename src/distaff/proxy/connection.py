@@ -56,7 +56,9 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # a new connection to a frozen peer gives up after this, not after 20 s
     ("grpc.min_reconnect_backoff_ms", 4_000),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # each side bounds what it sends; a lower limit on the receiving side would
+    # otherwise break the stream that every call shares
+    ("grpc.max_receive_message_length", -1),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
@@ -272,6 +274,7 @@ class _Session:
         self._acks: dict[int, asyncio.Future[str | None]] = {}
         self._proxies: set[str] = set()
         self._broken: RpcError | None = None
+        self._ready = asyncio.Event()  # the worker answered our hello (or we broke)
         hello = self.outbox.add()
         hello.hello.protocol = PROTOCOL_VERSION
         self._call = rpc.open_session(connection._channel)
@@ -306,7 +309,9 @@ class _Session:
                     break
                 self._deliver(envelope)
         except grpc.aio.AioRpcError as exc:
-            error = map_rpc_error(exc, self.target, secure=self._connection.secure)
+            # the TLS hint only fits a failure before the worker ever answered
+            connecting = self._connection.secure and not self._ready.is_set()
+            error = map_rpc_error(exc, self.target, secure=connecting)
         except asyncio.CancelledError:
             error = RpcError("CANCELLED", "the connection was closed", self.target)
             self._fail_all(error)
@@ -317,6 +322,9 @@ class _Session:
         for frame in envelope.frames:
             call_id = frame.call
             kind = frame.WhichOneof("kind")
+            if kind == "hello":
+                self._ready.set()
+                continue
             ack = self._acks.pop(call_id, None)
             if ack is not None and not ack.done():
                 ack.set_result(frame.reject.reason or "refused" if kind == "reject" else None)
@@ -328,6 +336,7 @@ class _Session:
 
     def _fail_all(self, error: RpcError) -> None:
         self._broken = error
+        self._ready.set()
         for ack in self._acks.values():
             if not ack.done():
                 ack.set_exception(_copy(error))
@@ -340,6 +349,16 @@ class _Session:
             call._fail(RpcError(error.code, details, self.target))
 
     async def start(self, task: Task, call_id: int, timeout: float | None) -> RemoteCall:
+        if not self._ready.is_set():
+            # nothing goes out before the worker's hello: a failure until then
+            # is transient, the call cannot have run
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
+            except TimeoutError:
+                raise TransientRpcError(
+                    "DEADLINE_EXCEEDED", f"no hello within {timeout} s", self.target
+                ) from None
         if self._broken is not None:
             raise _copy(self._broken)
         routine, arguments = task.encode()
@@ -379,6 +398,11 @@ class _Session:
             raise TransientRpcError(
                 "DEADLINE_EXCEEDED", f"no ack within {timeout} s", self.target
             ) from None
+        except RpcError:
+            # the start went out on a live session: the worker may have run it
+            # (a call done in its first step sends no ack), so no retry
+            # elsewhere; reading the call reports the lost connection
+            return call
         except BaseException:
             self._acks.pop(call_id, None)
             call._cancel_remote()
@@ -460,9 +484,12 @@ class WorkerConnection:
             raise RpcError("CANCELLED", "the connection is closed", self.target)
         session = self._session
         if session is None or session.broken:
-            if session is not None:
-                await session.aclose()
-            session = self._session = _Session(self)
+            # replace it before awaiting anything: concurrent dispatches must
+            # share the new session, not each open (and leak) their own
+            old, session = session, _Session(self)
+            self._session = session
+            if old is not None:
+                await old.aclose()
         self._idle.clear()
         try:
             return await session.start(task, next(self._ids), timeout)

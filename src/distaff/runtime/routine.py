@@ -65,8 +65,15 @@ async def _dispatch(task: Task) -> Any:
     assert task.proxy is not None
     if task.dispatch_timeout is None:
         return await task.proxy.dispatch(task)
-    async with asyncio.timeout(task.dispatch_timeout):
-        return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
+    try:
+        async with asyncio.timeout(task.dispatch_timeout):
+            return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
+    except TimeoutError as exc:
+        if exc.args:
+            raise
+        raise TimeoutError(
+            f"no worker accepted the call within dispatch_timeout={task.dispatch_timeout} s"
+        ) from None
 
 
 def _bound(deadline: float | None) -> contextlib.AbstractAsyncContextManager[Any]:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from .._exceptions import SerializationError
 from ._generated import distaff_pb2 as pb
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # The largest gRPC message either side sends or accepts. Calls, results and
 # yielded values are checked against it before they are sent, so one oversized

@@ -28,7 +28,9 @@ from .service import WorkerService
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # each side bounds what it sends; a lower limit on the receiving side would
+    # otherwise break the stream that every call shares
+    ("grpc.max_receive_message_length", -1),
     ("grpc.keepalive_time_ms", 5_000),
     ("grpc.keepalive_timeout_ms", 3_000),
     ("grpc.keepalive_permit_without_calls", 1),

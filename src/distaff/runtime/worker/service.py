@@ -78,6 +78,9 @@ class WorkerService:
                 f"caller sent {got}; install matching distaff versions",
             )
         outbox = Outbox()
+        # the caller sends no call before this reply: a session lost before it
+        # ran nothing, so the caller may safely retry elsewhere
+        outbox.add().hello.protocol = PROTOCOL_VERSION
         calls: dict[int, _Call] = {}
         async with asyncio.TaskGroup() as group:
             pump = group.create_task(outbox.pump(context.write))
