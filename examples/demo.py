@@ -85,7 +85,13 @@ async def main() -> None:
             await reserve("bolts", 3)
         except InventoryError as exc:
             print(f"   caught {type(exc).__name__}: item={exc.item!r} missing={exc.missing}")
-            print("   " + "   ".join(traceback.format_exception(exc)[-6:]))
+            remote = [
+                f for f in traceback.extract_tb(exc.__traceback__) if "/distaff/" not in f.filename
+            ]
+            for frame in remote[-1:]:
+                print(f"   raised at {frame.filename}:{frame.lineno} in {frame.name}: {frame.line}")
+            print(f"   caused by {type(exc.__cause__).__name__}: {exc.__cause__}")
+            print()
 
         calls = 1000
         t0 = time.perf_counter()
