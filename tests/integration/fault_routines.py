@@ -18,20 +18,11 @@ from typing import Any
 import distaff
 from distaff.runtime.context import remaining
 
+from .routines import echo as echo
+from .routines import pid as pid
+
 # how many times ``token``/``slow_token`` ran in this process (read by ``executed``)
 _executions = 0
-
-
-@distaff.routine
-async def echo(value: Any) -> Any:
-    """Return ``value`` unchanged."""
-    return value
-
-
-@distaff.routine
-async def pid() -> int:
-    """Return the serving process's PID."""
-    return os.getpid()
 
 
 @distaff.routine
