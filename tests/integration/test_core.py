@@ -277,3 +277,25 @@ async def test_pool_runs_a_routine_coroutine_factory(pool: distaff.WorkerPool) -
     ]
 
     assert [await f() for f in factories] == [1, 4]
+
+
+async def test_leaving_the_pool_lets_calls_in_flight_finish(tmp_path: pathlib.Path) -> None:
+    marker = tmp_path / "marker"
+    async with distaff.WorkerPool(spawn=2, grace=10):
+        call = asyncio.ensure_future(r.sleep_then_mark(str(marker), 1.0))
+        await wait_until(pathlib.Path(str(marker) + ".started").exists)
+
+    assert await call == "finished"
+
+
+async def test_leaving_the_pool_cancels_calls_past_the_grace_with_a_clear_error(
+    tmp_path: pathlib.Path,
+) -> None:
+    marker = tmp_path / "marker"
+    async with distaff.WorkerPool(spawn=1, grace=0.5):
+        call = asyncio.ensure_future(r.sleep_then_mark(str(marker), 60))
+        await wait_until(pathlib.Path(str(marker) + ".started").exists)
+
+    with pytest.raises(distaff.RpcError, match="stopped before the call finished"):
+        await call
+    assert marker.exists()  # the routine's finally ran on the worker

@@ -132,14 +132,17 @@ class WorkerPool:
                 group.create_task(process.start())
 
     async def _shutdown(self) -> None:
+        # Workers first: each unpublishes, lets the calls already running
+        # finish within the grace (their results still flow back over the
+        # proxy's open connections), then exits. Only then the proxy closes.
         try:
-            await self._proxy.stop()
-        finally:
             results: list[Any] = await asyncio.gather(
                 *(p.stop() for p in self._processes), return_exceptions=True
             )
+        finally:
             await asyncio.gather(*(p.kill() for p in self._processes), return_exceptions=True)
             self._processes = []
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            await self._proxy.stop()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
