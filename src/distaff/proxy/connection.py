@@ -337,6 +337,7 @@ class _Session:
     def _fail_all(self, error: RpcError) -> None:
         self._broken = error
         self._ready.set()
+        self._connection._idle.set()  # nothing can run here any more
         for ack in self._acks.values():
             if not ack.done():
                 ack.set_exception(_copy(error))

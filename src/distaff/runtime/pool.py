@@ -12,6 +12,7 @@ from typing import Any
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..proxy.credentials import WorkerCredentials
 from ..proxy.proxy import BalancerSpec, WorkerProxy
+from ._malloc import tune_this_process
 from .context import current_proxy_var
 from .discovery.base import DiscoveryLike
 from .discovery.local import LocalDiscovery
@@ -92,6 +93,7 @@ class WorkerPool:
         return [p.pid for p in self._processes if p.pid is not None]
 
     async def __aenter__(self) -> WorkerPool:
+        tune_this_process()
         try:
             await self._spawn_all()
             await self._proxy.start()

@@ -15,6 +15,7 @@ import cloudpickle
 
 from ..._exceptions import WorkerStartError
 from ...serialization.metadata import WorkerMetadata, decode_metadata
+from .._malloc import worker_environment
 from .server import WorkerConfig
 
 
@@ -101,6 +102,7 @@ def _worker_environment() -> dict[str, str]:
     env = dict(os.environ)
     # workers see peers come and go routinely: keep gRPC's INFO chatter out
     env.setdefault("GRPC_VERBOSITY", "ERROR")
+    worker_environment(env)
     return env
 
 

@@ -82,16 +82,23 @@ class WorkerService:
         # ran nothing, so the caller may safely retry elsewhere
         outbox.add().hello.protocol = PROTOCOL_VERSION
         calls: dict[int, _Call] = {}
-        async with asyncio.TaskGroup() as group:
-            pump = group.create_task(outbox.pump(context.write))
-            self._route(first, calls, outbox, group, skip_first=True)
-            while (envelope := await context.read()) is not grpc.aio.EOF:
-                self._route(envelope, calls, outbox, group)
-            # the caller is done sending: let running calls finish, then flush
-            while calls:
-                await asyncio.wait([c.task for c in calls.values() if c.task])
-            outbox.close()
-            await pump
+        try:
+            async with asyncio.TaskGroup() as group:
+                pump = group.create_task(outbox.pump(context.write))
+                self._route(first, calls, outbox, group, skip_first=True)
+                while (envelope := await context.read()) is not grpc.aio.EOF:
+                    self._route(envelope, calls, outbox, group)
+                # the caller is done sending: let running calls finish, then flush
+                while calls:
+                    await asyncio.wait([c.task for c in calls.values() if c.task])
+                outbox.close()
+                await pump
+        except asyncio.CancelledError:
+            # gRPC cancelled this RPC (the caller went away, or the server is
+            # stopping); the TaskGroup has cancelled its calls. The RPC is over
+            # either way, and a servicer raising CancelledError only makes
+            # gRPC print a traceback.
+            return
 
     def _route(
         self,
