@@ -17,7 +17,8 @@ from ..balancers.base import DelegatingLoadBalancerLike, LoadBalancerLike
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..runtime.discovery.base import DiscoveryEventType, DiscoverySubscriberLike
 from ..serialization.metadata import WorkerMetadata
-from .connection import RemoteCall, WorkerConnection
+from .call import RemoteCall
+from .connection import WorkerConnection
 from .context import LoadBalancerContext
 from .credentials import WorkerCredentials
 
