@@ -156,3 +156,12 @@ async def numbers(n: int, marker: str | None = None) -> AsyncGenerator[int, None
     finally:
         if marker:
             pathlib.Path(marker).write_text(str(os.getpid()))
+
+
+@distaff.routine
+async def proxy_started() -> bool:
+    """Whether this worker's copy of the pool's proxy is running (dispatches nothing)."""
+    task = distaff.current_task()
+    assert task is not None
+    assert task.proxy is not None
+    return task.proxy.started

@@ -299,3 +299,19 @@ async def test_leaving_the_pool_cancels_calls_past_the_grace_with_a_clear_error(
     with pytest.raises(distaff.RpcError, match="stopped before the call finished"):
         await call
     assert marker.exists()  # the routine's finally ran on the worker
+
+
+async def test_a_shipped_proxy_idle_on_a_worker_is_stopped_and_restarts_on_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISTAFF_PROXY_IDLE", "0.3")  # read by the spawned workers
+    async with distaff.WorkerPool(spawn=1):
+        await r.nested_info()  # the worker's proxy starts for the nested call
+        assert await r.proxy_started()
+
+        async with asyncio.timeout(10):
+            while await r.proxy_started():  # proxy_started itself dispatches nothing
+                await asyncio.sleep(0.05)
+
+        outer, (_, inner_caller, _), _ = await r.nested_info()  # restarts on demand
+        assert inner_caller == outer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pickle
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -82,6 +83,7 @@ class WorkerProxy:
         self.secure = credentials is not None if secure is None else secure
         self.credentials = credentials
         self._context = LoadBalancerContext()
+        self.last_used = time.monotonic()  # of the latest dispatch
         self._delegating = True
         self._started = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -124,6 +126,10 @@ class WorkerProxy:
         """The admitted workers, in admission order."""
         return list(self._context.workers)
 
+    def in_flight(self) -> int:
+        """Calls dispatched through this proxy that have not finished yet."""
+        return sum(c.statistics().in_flight for c in self._context.workers.values())
+
     async def start(self) -> None:
         """Check the balancer, subscribe to discovery; idempotent."""
         if self._started:
@@ -146,14 +152,19 @@ class WorkerProxy:
         if not self._started:
             return
         self._started = False
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-            self._supervisor = None
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+        # Swap the membership out before awaiting anything, so a dispatch that
+        # restarts the proxy meanwhile builds a fresh one instead of losing
+        # its connections to this close.
+        connections = list(self._context.workers.values())
+        self._context = LoadBalancerContext()
+        if supervisor is not None:
+            await asyncio.gather(supervisor, return_exceptions=True)
         # evicted connections are still closing: cancelling an aclose would leak them
         await asyncio.gather(*self._background, return_exceptions=True)
-        connections = [self._context.remove_worker(m) for m in list(self._context.workers)]
-        await asyncio.gather(*(c.aclose() for c in connections if c), return_exceptions=True)
+        await asyncio.gather(*(c.aclose() for c in connections), return_exceptions=True)
 
     async def __aenter__(self) -> WorkerProxy:
         await self.start()
@@ -226,6 +237,7 @@ class WorkerProxy:
             RuntimeError: the proxy is not started and not lazy, or the
                 balancer broke its protocol.
         """
+        self.last_used = time.monotonic()
         if not self._started:
             if not self.lazy:
                 raise RuntimeError("WorkerProxy is not started; call start() or use lazy=True")

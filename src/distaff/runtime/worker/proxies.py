@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from typing import TYPE_CHECKING
 
 from ..._exceptions import SerializationError
@@ -34,6 +35,22 @@ class ProxyRegistry:
                 proxy.credentials = self._credentials
             self._proxies[proxy_id] = proxy
         return proxy
+
+    async def stop_idle(self, idle: float) -> int:
+        """Stop started proxies unused for ``idle`` s with nothing in flight.
+
+        A stopped proxy drops its subscription and connections and starts
+        again on its next dispatch. Returns how many were stopped.
+        """
+        now = time.monotonic()
+        quiet = [
+            p
+            for p in self._proxies.values()
+            if p.started and not p.in_flight() and now - p.last_used > idle
+        ]
+        for proxy in quiet:
+            await proxy.stop()
+        return len(quiet)
 
     async def aclose(self) -> None:
         """Stop every restored proxy; idempotent."""

@@ -52,6 +52,9 @@ class WorkerConfig:
         credentials: TLS material; None serves plaintext.
         insecure: allow a non-loopback bind without TLS.
         grace: seconds in-flight calls get to finish when stopping.
+        proxy_idle: seconds after which a shipped proxy that dispatched
+            nothing (and has nothing in flight) is stopped; it restarts on
+            its next use (``DISTAFF_PROXY_IDLE``, default 60).
         uid: the worker's unique id.
     """
 
@@ -62,6 +65,9 @@ class WorkerConfig:
     credentials: WorkerCredentials | None = None
     insecure: bool = False
     grace: float = 5.0
+    proxy_idle: float = dataclasses.field(
+        default_factory=lambda: float(os.environ.get("DISTAFF_PROXY_IDLE", "60"))
+    )
     uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -128,13 +134,24 @@ class Worker:
             )
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             ready(self.metadata)
-            await self._stop.wait()
+            reaper = asyncio.ensure_future(self._stop_idle_proxies())
+            try:
+                await self._stop.wait()
+            finally:
+                reaper.cancel()
+                await asyncio.gather(reaper, return_exceptions=True)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
             await self._service.drain(config.grace)
             await self._proxies.aclose()
         finally:
             await self._close_publisher()
             await server.stop(0)
+
+    async def _stop_idle_proxies(self) -> None:
+        idle = self.config.proxy_idle
+        while True:
+            await asyncio.sleep(max(idle / 2, 0.05))
+            await self._proxies.stop_idle(idle)
 
     async def _publish(self, kind: DiscoveryEventType) -> None:
         if self.config.discovery is None or self.metadata is None:
