@@ -20,6 +20,7 @@ from distaff.runtime.context import remaining
 
 from .routines import echo as echo
 from .routines import pid as pid
+from .routines import stream_then_mark
 
 # how many times ``token``/``slow_token`` ran in this process (read by ``executed``)
 _executions = 0
@@ -68,6 +69,10 @@ async def log_then_die(log: str) -> None:
 async def executed() -> int:
     """How many ``token``/``slow_token`` executions this worker ran."""
     return _executions
+
+
+# yields 0, 1, 2, ... and writes its PID to the marker from ``finally``
+yield_forever = stream_then_mark
 
 
 def _mark(path: str) -> None:
@@ -122,18 +127,6 @@ async def yield_then_block(marker: str) -> AsyncGenerator[int, None]:
         _mark(marker + ".blocked")
         await asyncio.sleep(3600)
         yield 2
-    finally:
-        _mark(marker)
-
-
-@distaff.routine
-async def yield_forever(marker: str) -> AsyncGenerator[int, Any]:
-    """Yield 0, 1, 2, ...; write the PID to ``marker`` in ``finally``."""
-    try:
-        i = 0
-        while True:
-            yield i
-            i += 1
     finally:
         _mark(marker)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -127,14 +128,21 @@ async def test_pool_without_matching_workers_raises_no_workers_available() -> No
             await r.echo(1)
 
 
-async def test_worker_sigterm_lets_an_in_flight_call_finish() -> None:
+async def until_exists(path: pathlib.Path, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not path.exists():
+            await asyncio.sleep(0.01)
+
+
+async def test_worker_sigterm_lets_an_in_flight_call_finish(tmp_path: pathlib.Path) -> None:
     ns = namespace()
+    marker = tmp_path / "call"
     async with durable_workers() as workers:
         worker = await start_worker("--discovery", "local", "--namespace", ns)
         workers.append(worker)
         async with distaff.WorkerPool(discovery=distaff.LocalDiscovery(ns)):
-            call = asyncio.ensure_future(r.sleep_then_mark(f"/tmp/distaff-{ns}", 1.0))
-            await asyncio.sleep(0.3)  # the call is in flight; outcome does not depend on it
+            call = asyncio.ensure_future(r.sleep_then_mark(str(marker), 1.0))
+            await until_exists(pathlib.Path(f"{marker}.started"))  # in flight now
             status = asyncio.ensure_future(worker.terminate())
 
             assert await call == "finished"
@@ -182,3 +190,18 @@ def test_cli_help_explains_every_option() -> None:
         timeout=60,
     )
     assert "worker" in top.stdout
+
+
+async def test_stop_call_drains_and_stops_a_worker() -> None:
+    async with durable_workers() as workers:
+        worker = await start_worker("--discovery", "none")
+        workers.append(worker)
+        connection = distaff.WorkerConnection(worker.address)
+        try:
+            cancelled = await connection.stop_worker(grace=1.0, timeout=10)
+        finally:
+            await connection.aclose()
+
+        assert cancelled == 0
+        async with asyncio.timeout(10):
+            assert await worker.process.wait() == 0

@@ -59,11 +59,6 @@ class WorkerService:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @property
-    def draining(self) -> bool:
-        """True once the worker refuses new calls."""
-        return self._draining
-
     async def session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """Run one caller's multiplexed call stream until it ends."""
         first = await context.read()
