@@ -43,6 +43,9 @@ from ._exceptions import (
     TransientRpcError as TransientRpcError,
 )
 from ._exceptions import (
+    WorkerLostError as WorkerLostError,
+)
+from ._exceptions import (
     WorkerStartError as WorkerStartError,
 )
 from ._version import __version__ as __version__
@@ -65,23 +68,23 @@ from .balancers.roundrobin import RoundRobinLoadBalancer as RoundRobinLoadBalanc
 from .proxy.connection import WorkerConnection as WorkerConnection
 from .proxy.context import LoadBalancerContext as LoadBalancerContext
 from .proxy.credentials import WorkerCredentials as WorkerCredentials
+from .proxy.discovery import (
+    DiscoveryEvent as DiscoveryEvent,
+)
+from .proxy.discovery import (
+    DiscoveryEventType as DiscoveryEventType,
+)
+from .proxy.discovery import (
+    DiscoveryLike as DiscoveryLike,
+)
 from .proxy.proxy import WorkerProxy as WorkerProxy
 from .runtime.context import RuntimeContext as RuntimeContext
 from .runtime.context import current_task as current_task
-from .runtime.discovery.base import (
-    DiscoveryEvent as DiscoveryEvent,
-)
-from .runtime.discovery.base import (
-    DiscoveryEventType as DiscoveryEventType,
-)
-from .runtime.discovery.base import (
-    DiscoveryLike as DiscoveryLike,
-)
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
 from .runtime.pool import WorkerPool as WorkerPool
 from .runtime.routine import routine as routine
-from .runtime.task import Task as Task
 from .serialization.metadata import WorkerMetadata as WorkerMetadata
+from .serialization.task import Task as Task
 
 __all__ = [
     "DelegatingLoadBalancerLike",
@@ -107,6 +110,7 @@ __all__ = [
     "TransientRpcError",
     "WorkerConnection",
     "WorkerCredentials",
+    "WorkerLostError",
     "WorkerMetadata",
     "WorkerPool",
     "WorkerProxy",

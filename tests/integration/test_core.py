@@ -203,12 +203,12 @@ async def test_remote_exception_matches_a_local_one(pool: distaff.WorkerPool) ->
 async def test_unpicklable_argument_fails_at_the_call_site_naming_it(
     pool: distaff.WorkerPool,
 ) -> None:
-    before = [c.statistics() for c in pool.proxy._context.workers.values()]
+    before = [c.statistics() for c in pool.proxy.context.workers.values()]
 
     with pytest.raises(distaff.SerializationError, match=r"keyword argument 'lock'.*lock"):
         await call_with_lock()
 
-    after = [c.statistics() for c in pool.proxy._context.workers.values()]
+    after = [c.statistics() for c in pool.proxy.context.workers.values()]
     assert after == before  # no worker was contacted
 
 

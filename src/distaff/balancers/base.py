@@ -1,7 +1,7 @@
 """The load-balancer protocols: balancers choose workers, the proxy dispatches.
 
 A delegating balancer's ``delegate(context=...)`` is an async generator of
-``(WorkerMetadata, WorkerConnection)`` candidates that the proxy drives:
+``(WorkerMetadata, WorkerConnectionLike)`` candidates that the proxy drives:
 
 =====================  =============================  ===========================
 proxy does             meaning                        balancer must
@@ -20,6 +20,7 @@ pool as it now is.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -31,8 +32,35 @@ from typing_extensions import Protocol, deprecated, runtime_checkable
 from ..serialization.metadata import WorkerMetadata
 
 if TYPE_CHECKING:
-    from ..proxy.connection import WorkerConnection
-    from ..runtime.task import Task
+    from ..serialization.task import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionStatistics:
+    """What a connection tells a balancer about its load."""
+
+    in_flight: int
+    completed: int
+    failed: int
+
+
+@runtime_checkable
+class WorkerConnectionLike(Protocol):
+    """What a balancer may use of a worker's connection.
+
+    Balancers read it; only the proxy dispatches on it (a deprecated
+    dispatching balancer calls ``dispatch`` itself).
+    """
+
+    target: str
+
+    def statistics(self) -> ConnectionStatistics:
+        """Calls in flight, completed and failed on this connection."""
+        ...
+
+    async def dispatch(self, task: Task, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """Send ``task``; return its result stream once the worker took it."""
+        ...
 
 
 @runtime_checkable
@@ -40,7 +68,7 @@ class LoadBalancerContextView(Protocol):
     """What a balancer may see of a pool: its workers, read-only."""
 
     @property
-    def workers(self) -> Mapping[WorkerMetadata, WorkerConnection]:
+    def workers(self) -> Mapping[WorkerMetadata, WorkerConnectionLike]:
         """The pool's workers and their connections (a read-only mapping)."""
         ...
 
@@ -49,7 +77,7 @@ class LoadBalancerContextView(Protocol):
 class LoadBalancerContextLike(LoadBalancerContextView, Protocol):
     """A context the proxy can change; balancers only ever get the view."""
 
-    def add_worker(self, metadata: WorkerMetadata, connection: WorkerConnection) -> None:
+    def add_worker(self, metadata: WorkerMetadata, connection: WorkerConnectionLike) -> None:
         """Admit a worker."""
         ...
 
@@ -57,7 +85,7 @@ class LoadBalancerContextLike(LoadBalancerContextView, Protocol):
         """Replace a worker's metadata (same uid), keeping its connection."""
         ...
 
-    def remove_worker(self, metadata: WorkerMetadata) -> WorkerConnection | None:
+    def remove_worker(self, metadata: WorkerMetadata) -> WorkerConnectionLike | None:
         """Evict a worker; return its connection, if it was there."""
         ...
 
@@ -68,7 +96,7 @@ class DelegatingLoadBalancerLike(Protocol):
 
     def delegate(
         self, *, context: LoadBalancerContextView
-    ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnection], WorkerMetadata | None]:
+    ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnectionLike], WorkerMetadata | None]:
         """Yield candidates for one call, in the order to try them.
 
         The proxy sends the winner's metadata with ``asend`` (the generator

@@ -5,13 +5,10 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..serialization.metadata import WorkerMetadata
-from .base import LoadBalancerContextView
-
-if TYPE_CHECKING:
-    from ..proxy.connection import WorkerConnection
+from .base import LoadBalancerContextView, WorkerConnectionLike
 
 
 class RoundRobinLoadBalancer:
@@ -34,7 +31,7 @@ class RoundRobinLoadBalancer:
 
     def _take(
         self, context: LoadBalancerContextView, tried: set[str]
-    ) -> tuple[WorkerMetadata, WorkerConnection] | None:
+    ) -> tuple[WorkerMetadata, WorkerConnectionLike] | None:
         """Return the first untried worker from this context's position, advancing past it.
 
         Returns None, leaving the position alone, when every worker was tried.
@@ -52,7 +49,7 @@ class RoundRobinLoadBalancer:
 
     async def delegate(
         self, *, context: LoadBalancerContextView
-    ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnection], WorkerMetadata | None]:
+    ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnectionLike], WorkerMetadata | None]:
         """Yield workers in turn until one wins or every one has failed."""
         tried: set[str] = set()
         while (candidate := self._take(context, tried)) is not None:

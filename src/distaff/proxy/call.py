@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .._exceptions import RpcError
+from .._exceptions import RpcError, StatusCode, WorkerLostError
+from ..serialization import session as s
 from ..serialization.exceptions import decode_exception, encode_exception
 from ..serialization.tasks import dumps, loads
-from ..serialization.wire import Frame, StepKind
+from ..serialization.wire import StepKind
 
-if TYPE_CHECKING:
-    from .connection import _Session
+
+class CallLink(Protocol):
+    """What a call needs of the session driver that carries it."""
+
+    target: str
+
+    def step(self, call: int, kind: int, payload: bytes = b"", credit: int = 0) -> None:
+        """Queue a step frame for ``call``."""
+        ...
+
+    def cancel(self, call: int) -> None:
+        """Give up on ``call`` (a Cancel frame, or take back its Start)."""
+        ...
 
 
 class RemoteCall:
@@ -20,92 +32,98 @@ class RemoteCall:
 
     For a coroutine routine it yields the return value once. For an async
     generator routine it also supports ``asend``, ``athrow`` and ``aclose``,
-    each one step of the remote generator.
+    each one step of the remote generator. ``aclose`` is idempotent and quiet
+    once the call has ended for any reason.
     """
 
     __slots__ = (
         "_consumed",
-        "_error",
-        "_finished",
-        "_frames",
+        "_ended",
+        "_events",
         "_generator",
-        "_id",
-        "_session",
+        "_link",
         "_waiter",
         "_window",
+        "closed_by",
+        "id",
     )
 
-    def __init__(self, session: _Session, call_id: int, generator: bool, window: int) -> None:
-        self._session = session
-        self._id = call_id
+    def __init__(self, link: CallLink, generator: bool, window: int) -> None:
+        self._link = link
+        self.id = 0
         self._generator = generator
         self._window = window
         self._consumed = 0
-        self._frames: collections.deque[Frame] = collections.deque()
+        self._events: collections.deque[s.Event] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
-        self._finished = False
+        self._ended = False  # a final event arrived, or we cancelled
+        self.closed_by: str | None = None  # why distaff closed it, if it did
 
-    def _feed(self, frame: Frame) -> None:
-        self._frames.append(frame)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    @property
+    def idle(self) -> bool:
+        """True when nobody is waiting on this call (a suspended stream)."""
+        return self._waiter is None
 
-    def _fail(self, error: BaseException) -> None:
-        self._error = error
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    def feed(self, event: s.Event) -> None:
+        """Deliver a session event for this call (driver only)."""
+        if isinstance(event, s.FINAL):
+            self._ended = True
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def _next_frame(self) -> Frame:
-        while not self._frames:
-            if self._error is not None:
-                self._finish(failed=True)
-                raise self._error
+    async def first_answer(self) -> s.Event:
+        """Wait for the worker's first word on this call; cancelling cancels it."""
+        event = await self._next()
+        if isinstance(event, s.Accepted):
+            return event
+        self._events.appendleft(event)  # a final answer: reading the call reports it
+        return event
+
+    async def _next(self) -> s.Event:
+        while not self._events:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             except asyncio.CancelledError:
-                self._cancel_remote()
+                self.cancel()
                 raise
             finally:
                 self._waiter = None
-        return self._frames.popleft()
+        return self._events.popleft()
 
-    def _finish(self, *, failed: bool) -> None:
-        if not self._finished:
-            self._finished = True
-            self._session.release(self._id, failed=failed)
-
-    def _cancel_remote(self) -> None:
-        if not self._finished:
-            frame = self._session.outbox.add()
-            frame.call = self._id
-            frame.cancel.SetInParent()
-            self._finish(failed=True)
+    def cancel(self) -> None:
+        """Give up on the call: the worker cancels it; nothing more will come."""
+        if not self._ended:
+            self._ended = True
+            self._link.cancel(self.id)
 
     async def _receive(self) -> Any:
-        """Read the next outcome frame: a value, the end, or an error."""
-        if self._finished:
+        """Read the next outcome: a value, the end, or an error."""
+        if self._ended and not self._events:
             raise StopAsyncIteration
-        frame = await self._next_frame()
-        kind = frame.WhichOneof("kind")
-        if kind == "value":
-            return loads(frame.value.payload, what="a value sent by the worker")
-        if kind == "done":
-            self._finish(failed=False)
+        event = await self._next()
+        while isinstance(event, s.Accepted):
+            event = await self._next()
+        if isinstance(event, (s.Item, s.Result)):
+            return loads(event.payload, what="a value sent by the worker")
+        if isinstance(event, s.Done):
             raise StopAsyncIteration
-        if kind == "error":
-            self._finish(failed=True)
-            raise decode_exception(frame.error.payload)
-        self._finish(failed=True)
-        raise RpcError("INTERNAL", f"unexpected {kind!r} frame", self._session.target)
+        if isinstance(event, s.Failed):
+            raise decode_exception(event.payload)
+        if isinstance(event, s.Lost):
+            raise self._lost_error()
+        raise RpcError(StatusCode.INTERNAL, f"unexpected {event!r}", self._link.target)
 
-    def _step(self, kind: int, payload: bytes = b"") -> None:
-        frame = self._session.outbox.add()
-        frame.call = self._id
-        frame.step.kind = kind  # type: ignore[assignment]
-        if payload:
-            frame.step.payload = payload
+    def _lost_error(self) -> RpcError:
+        if self.closed_by is not None:
+            return RpcError(StatusCode.CANCELLED, self.closed_by, self._link.target)
+        return WorkerLostError(
+            StatusCode.UNAVAILABLE,
+            "the connection was lost while the call ran; it may have run (it is not retried)",
+            self._link.target,
+        )
 
     def __aiter__(self) -> RemoteCall:
         return self
@@ -116,63 +134,70 @@ class RemoteCall:
     async def asend(self, value: Any) -> Any:
         """Send ``value`` into the remote generator; return what it yields next."""
         if not self._generator:
-            value = await self._receive()
-            self._finish(failed=False)
-            return value
-        if self._finished:
+            return await self._receive()
+        if self.closed_by is not None:
+            raise self._lost_error()
+        if self._ended and not self._events:
             raise StopAsyncIteration
         if self._window:
             if value is not None:
-                raise TypeError(self._pull_only("asend(value)"))
+                raise TypeError(self._pull_only("asend() with a value"))
             return await self._pull()
         if value is None:
-            self._step(StepKind.STEP_NEXT)
+            self._link.step(self.id, StepKind.STEP_NEXT)
         else:
-            self._step(StepKind.STEP_SEND, dumps(value, what="the value sent"))
+            self._link.step(self.id, StepKind.STEP_SEND, dumps(value, what="the value sent"))
         return await self._receive()
 
     async def _pull(self) -> Any:
         """Take the next read-ahead item; grant credit back in batches."""
         self._consumed += 1
         if self._consumed * 2 >= self._window:
-            frame = self._session.outbox.add()
-            frame.call = self._id
-            frame.step.kind = StepKind.STEP_CREDIT
-            frame.step.credit = self._consumed
+            self._link.step(self.id, StepKind.STEP_CREDIT, credit=self._consumed)
             self._consumed = 0
         return await self._receive()
 
     def _pull_only(self, what: str) -> str:
         return (
-            f"this stream reads ahead (window={self._window}) and only supports "
-            f"iteration; {what} needs a routine without a window"
+            f"{what} is not supported on this stream: its routine reads ahead "
+            f"(window={self._window}), so it only supports iteration and aclose(); "
+            "drop window= from @routine to drive it step by step"
         )
 
     async def athrow(self, error: BaseException) -> Any:
         """Throw ``error`` into the remote generator; return its next yield."""
-        if self._finished:
+        if self.closed_by is not None:
+            raise self._lost_error()
+        if self._ended and not self._events:
             raise error
         if self._window:
             raise TypeError(self._pull_only("athrow()"))
-        self._step(StepKind.STEP_THROW, encode_exception(error))
+        self._link.step(self.id, StepKind.STEP_THROW, encode_exception(error))
         return await self._receive()
 
     async def aclose(self) -> None:
-        """Close the call: a generator runs its ``finally``; a coroutine is cancelled."""
-        if self._finished:
+        """Close the call: a generator runs its ``finally``; a coroutine is cancelled.
+
+        Quiet and idempotent once the call has ended, whatever ended it.
+        """
+        if self._ended or self.closed_by is not None:
+            self._events.clear()
             return
         if not self._generator:
-            self._cancel_remote()
+            self.cancel()
             return
-        if self._session.broken:  # nothing left to close remotely
-            self._finish(failed=True)
-            return
-        self._step(StepKind.STEP_CLOSE)
-        try:
-            frame = await self._next_frame()
-            while frame.WhichOneof("kind") == "value":  # read-ahead items nobody wants
-                frame = await self._next_frame()
-        finally:
-            self._finish(failed=False)
-        if frame.WhichOneof("kind") == "error":
-            raise decode_exception(frame.error.payload)
+        self._link.step(self.id, StepKind.STEP_CLOSE)
+        while True:
+            event = await self._next()
+            if isinstance(event, s.Failed):
+                raise decode_exception(event.payload)
+            if isinstance(event, s.FINAL):  # done, or lost: nothing left to close
+                return
+
+    def close_suspended(self, reason: str) -> bool:
+        """Close a stream nobody is reading (its pool is going); True if it did."""
+        if self._ended or not self._generator or not self.idle:
+            return False
+        self.closed_by = reason
+        self._link.step(self.id, StepKind.STEP_CLOSE)
+        return True

@@ -1,43 +1,29 @@
-"""WorkerConnection: the one place that knows gRPC calls.
+"""WorkerConnection: one worker's channel and the session multiplexed on it.
 
-A connection owns one channel to one worker and, on it, one long-lived
-``Session`` stream that every call is multiplexed on. ``dispatch`` sends the
-task and waits for the worker's ack; the returned :class:`RemoteCall` then
-reads that call's frames. gRPC errors become distaff errors here and nowhere
-else.
+The connection owns one channel and, on it, at most one live ``Session``
+stream; a :class:`CallerSession` decides what every frame means, and the
+driver here only moves envelopes and wakes waiting calls. ``dispatch`` sends
+a task and returns its :class:`RemoteCall` once the worker took it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import itertools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import grpc.aio
 
-from .._exceptions import RpcError, TransientRpcError
+from .._exceptions import RpcError, StatusCode, TransientRpcError
+from ..balancers.base import ConnectionStatistics
 from ..serialization import rpc
-from ..serialization.wire import (
-    MAX_MESSAGE_BYTES,
-    PROTOCOL_VERSION,
-    Envelope,
-    Outbox,
-)
+from ..serialization import session as s
+from ..serialization.task import Task
+from ..serialization.wire import MAX_MESSAGE_BYTES, Pump
 from .call import RemoteCall
-
-if TYPE_CHECKING:
-    from ..runtime.task import Task
-
-TRANSIENT_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
+from .transport import GrpcTransport, Transport, map_rpc_error
 
 # Keepalive makes a silently dead peer (host gone, cable cut, process frozen)
 # fail its calls within about 8 s; a killed process on a live host fails them
@@ -59,200 +45,117 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
-
-_TLS_HINT = (
-    " (over TLS: check that the worker's certificate is signed by the pool's CA, "
-    "is valid now and names the address dialled, and, with mutual TLS, that "
-    "this caller presents a certificate from that CA)"
-)
+TransportFactory = Callable[[], Transport]
 
 
-def map_rpc_error(error: grpc.aio.AioRpcError, target: str, *, secure: bool = False) -> RpcError:
-    """Classify a gRPC failure: transient codes may be retried elsewhere.
+class _SessionDriver:
+    """Runs one CallerSession over one transport; owned by its connection.
 
-    gRPC reports a failed TLS handshake as a bare UNAVAILABLE ("Socket
-    closed"); on a secure connection the message says what to check.
+    One task (``_run``) owns the stream: in a TaskGroup it reads envelopes
+    into the session and pumps the session's envelopes out. When the stream
+    ends, every open call gets its final ``Lost`` event.
     """
-    code = error.code()
-    cls = TransientRpcError if code in TRANSIENT_CODES else RpcError
-    details = error.details() or ""
-    if secure and code == grpc.StatusCode.UNAVAILABLE:
-        details += _TLS_HINT
-    return cls(code.name, details, target)
 
-
-def _copy(error: RpcError) -> RpcError:
-    """A fresh instance: one exception object must not be raised in many tasks."""
-    return type(error)(error.code, error.details, error.target)
-
-
-@dataclasses.dataclass(frozen=True)
-class ConnectionStatistics:
-    """Counters a load-aware balancer can read."""
-
-    in_flight: int
-    completed: int
-    failed: int
-
-
-class _Session:
-    """One multiplexed Session stream; owned by its WorkerConnection."""
-
-    def __init__(self, connection: WorkerConnection) -> None:
+    def __init__(self, connection: WorkerConnection, transport: Transport) -> None:
         self.target = connection.target
         self._connection = connection
-        self.outbox = Outbox()
-        self._calls: dict[int, RemoteCall] = {}
-        # resolves to None when the worker accepts, or to its refusal reason
-        self._acks: dict[int, asyncio.Future[str | None]] = {}
-        self._proxies: set[str] = set()
-        self._broken: RpcError | None = None
-        self._ready = asyncio.Event()  # the worker answered our hello (or we broke)
-        hello = self.outbox.add()
-        hello.hello.protocol = PROTOCOL_VERSION
-        self._call = rpc.open_session(connection._channel)
-        self._tasks = (
-            asyncio.ensure_future(self._write_loop()),
-            asyncio.ensure_future(self._read_loop()),
+        self._transport = transport
+        self.session = s.CallerSession()
+        self.ready = asyncio.Event()  # the hello came back, or the stream ended
+        self.error: RpcError | None = None  # why the stream ended
+        self._sent: list[asyncio.Future[None]] = []
+        self._pump = Pump(self._take, transport.write)
+        self._pump.wake()  # the hello goes first
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    # CallLink
+
+    def step(self, call: int, kind: int, payload: bytes = b"", credit: int = 0) -> None:
+        self.session.step(call, kind, payload, credit)
+        self._pump.wake()
+
+    def cancel(self, call: int) -> None:
+        if self.session.cancel(call):
+            self._connection._finished(failed=True)
+            self._pump.wake()
+
+    # the stream
+
+    def _take(self) -> list[Any]:
+        envelopes = self.session.data_to_send()
+        if envelopes and self._sent:
+            sent, self._sent = self._sent, []
+            for future in sent:
+                if not future.done():
+                    future.set_result(None)
+        return envelopes
+
+    async def sent(self) -> None:
+        """Wait until everything queued so far went to the transport."""
+        future = asyncio.get_running_loop().create_future()
+        self._sent.append(future)
+        self._pump.wake()
+        await future
+
+    async def _run(self) -> None:
+        error = RpcError(StatusCode.CANCELLED, "the connection was closed", self.target)
+        try:
+            async with asyncio.TaskGroup() as group:
+                pump = group.create_task(self._write())
+                error = await self._read()
+                pump.cancel()
+        finally:
+            self._end(error)
+
+    async def _write(self) -> None:
+        # a broken stream is reported by the read side, which sees its status
+        with contextlib.suppress(RpcError):
+            await self._pump.run()
+
+    async def _read(self) -> RpcError:
+        try:
+            while (envelope := await self._transport.read()) is not None:
+                self._deliver(self.session.receive(envelope))
+                if self.session.has_data():
+                    self._pump.wake()
+        except RpcError as exc:
+            return exc
+        except s.ProtocolError as exc:
+            return RpcError(StatusCode.INTERNAL, f"protocol violation: {exc}", self.target)
+        return TransientRpcError(
+            StatusCode.UNAVAILABLE, "the worker closed the session", self.target
         )
 
-    @property
-    def broken(self) -> bool:
-        return self._broken is not None
-
-    def release(self, call_id: int, *, failed: bool) -> None:
-        if self._calls.pop(call_id, None) is not None:
-            self._connection._count(failed=failed)
-
-    async def _write_loop(self) -> None:
-        # a failed write is reported by the read loop, which sees the status
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            await self.outbox.pump(self._call.write)
-
-    async def _read_loop(self) -> None:
-        error: RpcError
-        try:
-            while True:
-                envelope = await self._call.read()
-                if envelope is grpc.aio.EOF:
-                    # calls not yet acked never started there: safe to retry
-                    error = TransientRpcError(
-                        "UNAVAILABLE", "the worker closed the session", self.target
-                    )
-                    break
-                self._deliver(envelope)
-        except grpc.aio.AioRpcError as exc:
-            # the TLS hint only fits a failure before the worker ever answered
-            connecting = self._connection.secure and not self._ready.is_set()
-            error = map_rpc_error(exc, self.target, secure=connecting)
-        except asyncio.CancelledError:
-            error = RpcError("CANCELLED", "the connection was closed", self.target)
-            self._fail_all(error)
-            raise
-        self._fail_all(error)
-
-    def _deliver(self, envelope: Envelope) -> None:
-        for frame in envelope.frames:
-            call_id = frame.call
-            kind = frame.WhichOneof("kind")
-            if kind == "hello":
-                self._ready.set()
+    def _deliver(self, events: list[s.Event]) -> None:
+        for event in events:
+            if isinstance(event, s.Ready):
+                self.ready.set()
+            elif isinstance(event, s.Draining):
                 continue
-            ack = self._acks.pop(call_id, None)
-            if ack is not None and not ack.done():
-                ack.set_result(frame.reject.reason or "refused" if kind == "reject" else None)
-                if kind in ("ack", "reject"):
-                    continue
-            call = self._calls.get(call_id)
-            if call is not None and kind != "ack":
-                call._feed(frame)
-
-    def _fail_all(self, error: RpcError) -> None:
-        self._broken = error
-        self._ready.set()
-        self._connection._idle.set()  # nothing can run here any more
-        for ack in self._acks.values():
-            if not ack.done():
-                ack.set_exception(_copy(error))
-        self._acks.clear()
-        # after the ack the call may have run: report a plain RpcError, not a
-        # transient one, so nobody mistakes it for safe to retry; one instance
-        # per call, since each raise grows its own traceback
-        details = f"connection lost mid-call: {error.details}"
-        for call in list(self._calls.values()):
-            call._fail(RpcError(error.code, details, self.target))
-
-    async def start(self, task: Task, call_id: int, timeout: float | None) -> RemoteCall:
-        if not self._ready.is_set():
-            # nothing goes out before the worker's hello: a failure until then
-            # is transient, the call cannot have run
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._ready.wait()
-            except TimeoutError:
-                raise TransientRpcError(
-                    "DEADLINE_EXCEEDED", f"no hello within {timeout} s", self.target
-                ) from None
-        if self._broken is not None:
-            raise _copy(self._broken)
-        routine, arguments = task.encode()
-        frame = self.outbox.add()
-        frame.call = call_id
-        start = frame.start
-        start.task_id = task.id
-        if task.caller:
-            start.caller = task.caller
-        start.routine = routine
-        start.arguments = arguments
-        if task.proxy is not None:
-            proxy_id, proxy_bytes = task.proxy.serialized()
-            start.proxy_id = proxy_id
-            if proxy_id not in self._proxies:
-                start.proxy = proxy_bytes
-                self._proxies.add(proxy_id)
-        if task.timeout:
-            start.timeout = task.timeout
-        if task.dispatch_timeout:
-            start.dispatch_timeout = task.dispatch_timeout
-        start.generator = task.generator
-        if task.window:
-            start.window = task.window
-        call = RemoteCall(self, call_id, task.generator, task.window)
-        self._calls[call_id] = call
-        ack = self._acks[call_id] = asyncio.get_running_loop().create_future()
-        try:
-            if timeout is None:
-                refusal = await ack
             else:
-                async with asyncio.timeout(timeout):
-                    refusal = await ack
-        except TimeoutError:
-            self._acks.pop(call_id, None)
-            call._cancel_remote()
-            raise TransientRpcError(
-                "DEADLINE_EXCEEDED", f"no ack within {timeout} s", self.target
-            ) from None
-        except RpcError:
-            # the start went out on a live session: the worker may have run it
-            # (a call done in its first step sends no ack), so no retry
-            # elsewhere; reading the call reports the lost connection
-            return call
-        except BaseException:
-            self._acks.pop(call_id, None)
-            call._cancel_remote()
-            raise
-        if refusal is not None:
-            self.release(call_id, failed=True)
-            raise TransientRpcError(
-                "RESOURCE_EXHAUSTED", f"worker refused the call: {refusal}", self.target
-            )
-        return call
+                if isinstance(event, s.FINAL):
+                    failed = not isinstance(event, (s.Result, s.Done))
+                    self._connection._finished(failed=failed)
+                event.owner.feed(event)
+
+    def _end(self, error: RpcError) -> None:
+        self.error = error
+        self._transport.close()
+        self.ready.set()
+        for future in self._sent:
+            if not future.done():
+                future.set_result(None)
+        self._deliver(list(self.session.lose()))
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._call.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Abandon the stream; open calls end with ``Lost``. Idempotent."""
+        self._runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._runner
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and self.session.accepts_calls
 
 
 class WorkerConnection:
@@ -262,6 +165,9 @@ class WorkerConnection:
         target: the worker's ``host:port``.
         credentials: gRPC channel credentials for TLS; None for plaintext.
         options: extra gRPC channel options.
+        transport: makes the session stream (default: a gRPC ``Session``
+            call on this connection's channel); tests join a caller to an
+            in-process worker service with it.
     """
 
     def __init__(
@@ -270,6 +176,7 @@ class WorkerConnection:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         options: tuple[tuple[str, Any], ...] = (),
+        transport: TransportFactory | None = None,
     ) -> None:
         self.target = target
         self.secure = credentials is not None
@@ -278,58 +185,119 @@ class WorkerConnection:
             self._channel = grpc.aio.insecure_channel(target, options=opts)
         else:
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
-        self._session: _Session | None = None
-        self._ids = itertools.count(1)
+        self._transport = transport or self._grpc_transport
+        self._driver: _SessionDriver | None = None
         self._completed = 0
         self._failed = 0
         self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def _count(self, *, failed: bool) -> None:
+    def _grpc_transport(self) -> Transport:
+        return GrpcTransport(self._channel, self.target, secure=self.secure)
+
+    @property
+    def draining(self) -> bool:
+        """True once the worker said it refuses new calls on this session."""
+        return self._driver is not None and self._driver.session.draining
+
+    def _finished(self, *, failed: bool) -> None:
         if failed:
             self._failed += 1
         else:
             self._completed += 1
-        if self._session is None or not self._session._calls:
+        driver = self._driver
+        if driver is None or not driver.session.open_calls:
             self._idle.set()
 
     def statistics(self) -> ConnectionStatistics:
         """Return in-flight, completed and failed call counts."""
-        in_flight = len(self._session._calls) if self._session else 0
+        in_flight = self._driver.session.open_calls if self._driver else 0
         return ConnectionStatistics(in_flight, self._completed, self._failed)
 
-    async def dispatch(self, task: Task, *, timeout: float | None = None) -> RemoteCall:
-        """Send ``task`` and wait until the worker accepts it.
+    def open_calls(self) -> list[RemoteCall]:
+        """The calls that have not ended yet."""
+        if self._driver is None:
+            return []
+        return [c for c in self._driver.session.owners() if isinstance(c, RemoteCall)]
 
-        Args:
-            task: the call to run.
-            timeout: seconds to wait for the worker's ack (None: no bound).
-
-        Returns:
-            The call's result stream.
-
-        Raises:
-            TransientRpcError: the worker is unreachable, slow to accept, or
-                draining; the call did not start there.
-            RpcError: any other transport failure.
-        """
-        if self._closed:
-            raise RpcError("CANCELLED", "the connection is closed", self.target)
-        session = self._session
-        if session is None or session.broken:
+    def _live_driver(self) -> _SessionDriver:
+        driver = self._driver
+        if driver is None or driver.error is not None:
             # replace it before awaiting anything: concurrent dispatches must
             # share the new session, not each open (and leak) their own
-            old, session = session, _Session(self)
-            self._session = session
-            if old is not None:
-                await old.aclose()
+            driver = self._driver = _SessionDriver(self, self._transport())
+        return driver
+
+    async def dispatch(self, task: Task, *, timeout: float | None = None) -> RemoteCall:
+        """Send ``task`` and return its call once the worker has taken it.
+
+        ``timeout`` bounds reaching the worker: the session handshake and
+        writing the call. Once written, the call may run: it is never sent
+        again, and waiting for the worker's first answer is not bounded here
+        (the call's own deadline bounds it).
+
+        Raises:
+            SerializationError: the task cannot be encoded; no worker was asked.
+            TransientRpcError: the call did not start on this worker
+                (unreachable, slow to answer the handshake, draining, refused).
+            RpcError: the connection is closed.
+        """
+        fields = task.start_fields()  # may raise: nothing was sent
+        if self._closed:
+            raise RpcError(StatusCode.CANCELLED, "the connection is closed", self.target)
+        driver = self._live_driver()
         self._idle.clear()
         try:
-            return await session.start(task, next(self._ids), timeout)
+            return await self._start(driver, fields, task, timeout)
         finally:
-            if not session._calls:
+            if not driver.session.open_calls:
                 self._idle.set()
+
+    async def _start(
+        self, driver: _SessionDriver, fields: s.StartFields, task: Task, timeout: float | None
+    ) -> RemoteCall:
+        session = driver.session
+        call: RemoteCall | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                await driver.ready.wait()
+                if driver.error is not None:
+                    raise driver.error.copy()
+                if session.draining:
+                    raise TransientRpcError(
+                        StatusCode.UNAVAILABLE, "the worker is draining", self.target
+                    )
+                call = RemoteCall(driver, task.generator, task.window)
+                call.id = session.open_call(fields, owner=call)
+                await driver.sent()
+        except TimeoutError:
+            if call is None or session.phase(call.id) is s.Phase.QUEUED:
+                if call is not None:
+                    call.cancel()  # taken back before it was sent: nothing ran
+                what = "send the call" if call is not None else "finish the session handshake"
+                raise TransientRpcError(
+                    StatusCode.DEADLINE_EXCEEDED,
+                    f"could not {what} within {timeout} s",
+                    self.target,
+                ) from None
+            # it went out as the time ran out: it may run, so it is this worker's now
+        except BaseException:
+            if call is not None:
+                call.cancel()
+            raise
+        answer = await call.first_answer()
+        if isinstance(answer, s.Refused):
+            raise TransientRpcError(
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"worker refused the call: {answer.reason}",
+                self.target,
+            )
+        if isinstance(answer, s.Lost) and not answer.may_have_run:
+            raise TransientRpcError(
+                StatusCode.UNAVAILABLE, "the session ended before the call was sent", self.target
+            )
+        return call
 
     async def stop_worker(self, grace: float, *, timeout: float | None = None) -> int:
         """Ask the worker to drain for ``grace`` seconds and stop; return cancelled count."""
@@ -339,6 +307,13 @@ class WorkerConnection:
             raise map_rpc_error(exc, self.target, secure=self.secure) from exc
         return int(reply.cancelled)
 
+    def close_suspended_streams(self, reason: str) -> int:
+        """Close the generator calls nobody is reading; return how many."""
+        closed = sum(call.close_suspended(reason) for call in self.open_calls())
+        if closed and self._driver is not None:
+            self._driver._pump.wake()
+        return closed
+
     async def aclose_when_idle(self) -> None:
         """Close once no call is in flight (or the session broke); for evictions.
 
@@ -346,20 +321,24 @@ class WorkerConnection:
         task is cancelled first, the connection is closed at once.
         """
         try:
-            while not self._idle.is_set() and not (self._session and self._session.broken):
+            while not self._idle.is_set():
+                driver = self._driver
+                if driver is not None and driver.error is not None:
+                    break
                 await self._idle.wait()
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session and the channel; in-flight calls fail. Idempotent."""
+        """Close the session and the channel; open calls end. Idempotent."""
         if self._closed:
             return
         self._closed = True
         try:
-            if self._session is not None:
-                await self._session.aclose()
+            if self._driver is not None:
+                await self._driver.aclose()
         finally:
+            self._idle.set()
             await self._channel.close()
 
     def __repr__(self) -> str:

@@ -25,19 +25,20 @@ class LoadBalancerContext:
         """Read-only, live mapping of worker metadata to connection."""
         return self._view
 
-    def _find(self, uid: str) -> WorkerMetadata | None:
+    def find(self, uid: str) -> WorkerMetadata | None:
+        """The metadata of the admitted worker with ``uid``, if any."""
         return next((m for m in self._workers if m.uid == uid), None)
 
     def add_worker(self, metadata: WorkerMetadata, connection: WorkerConnection) -> None:
         """Admit a worker (replacing any entry with the same uid)."""
-        old = self._find(metadata.uid)
+        old = self.find(metadata.uid)
         if old is not None:
             del self._workers[old]
         self._workers[metadata] = connection
 
     def update_worker(self, metadata: WorkerMetadata) -> None:
         """Replace the metadata of the worker with the same uid, keeping its place."""
-        old = self._find(metadata.uid)
+        old = self.find(metadata.uid)
         if old is None:
             return
         items = [(metadata if m is old else m, c) for m, c in self._workers.items()]
@@ -46,5 +47,5 @@ class LoadBalancerContext:
 
     def remove_worker(self, metadata: WorkerMetadata) -> WorkerConnection | None:
         """Evict the worker with ``metadata``'s uid; return its connection."""
-        old = self._find(metadata.uid)
+        old = self.find(metadata.uid)
         return self._workers.pop(old) if old is not None else None

@@ -3,42 +3,55 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import pickle
 import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
-from .._exceptions import NoWorkersAvailable, TransientRpcError
-from ..balancers.base import DelegatingLoadBalancerLike, LoadBalancerLike
+from .._exceptions import NoWorkersAvailable, SerializationError, TransientRpcError
+from ..balancers.base import (
+    DelegatingLoadBalancerLike,
+    LoadBalancerContextView,
+    LoadBalancerLike,
+)
 from ..balancers.roundrobin import RoundRobinLoadBalancer
-from ..runtime.discovery.base import DiscoveryEventType, DiscoverySubscriberLike
 from ..serialization.metadata import WorkerMetadata
+from ..serialization.task import Task
 from .call import RemoteCall
 from .connection import WorkerConnection
 from .context import LoadBalancerContext
 from .credentials import WorkerCredentials
-
-if TYPE_CHECKING:
-    from ..runtime.task import Task
+from .discovery import DiscoverySubscriberLike
+from .membership import Membership
 
 BalancerSpec = LoadBalancerLike | Callable[[], LoadBalancerLike]
+_EMPTY = LoadBalancerContext()
+
+
+class ProxyState(enum.Enum):
+    """Where a proxy is in its life; a stopped proxy may start again."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
 
 
 class WorkerProxy:
     """Routes tasks to the workers a discovery subscription reports.
 
     The proxy is the only owner of its pool's connections and membership: a
-    supervisor task follows ``discovery`` and admits the workers that carry
-    all ``tags`` and match the proxy's security (and at most ``lease`` of
+    :class:`Membership` follows ``discovery`` and admits the workers that
+    carry all ``tags`` and match the proxy's security (at most ``lease`` of
     them); ``dispatch`` asks the balancer for candidates and retries or evicts
     as the balancer protocol says. It pickles as its configuration only (no
     connections, no credentials) so it can ship with tasks; the restored copy
-    starts lazily on first dispatch.
+    starts lazily on first dispatch. A restart starts clean.
 
     Args:
         discovery: the subscription to follow.
@@ -82,15 +95,14 @@ class WorkerProxy:
         self.wait = wait
         self.secure = credentials is not None if secure is None else secure
         self.credentials = credentials
-        self._context = LoadBalancerContext()
         self.last_used = time.monotonic()  # of the latest dispatch
+        self._state = ProxyState.NEW
+        self._membership: Membership | None = None
+        self._stopped = asyncio.Event()
         self._delegating = True
-        self._started = False
-        self._supervisor: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
-        self._changed = asyncio.Event()
+        self._warned = False
+        self._dispatching = 0  # dispatches between entry and hand-over
         self._pickled: bytes | None = None
-        self._supervisor_error: BaseException | None = None
 
     # pickling: configuration only, cached
 
@@ -109,33 +121,63 @@ class WorkerProxy:
         )
 
     def serialized(self) -> tuple[str, bytes]:
-        """Return ``(id, pickled bytes)``, pickling once per proxy."""
+        """Return ``(id, pickled bytes)``, pickling once per proxy.
+
+        Raises:
+            SerializationError: the balancer or discovery cannot be pickled.
+        """
         if self._pickled is None:
-            self._pickled = cloudpickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self._pickled = cloudpickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                raise SerializationError(
+                    f"cannot ship the pool's proxy with the call: its balancer "
+                    f"{self._balancer_spec!r} or discovery {self._discovery!r} does not "
+                    f"pickle ({exc}); balancers and discovery subscribers must pickle "
+                    "as configuration (hold no locks, sockets or tasks)"
+                ) from exc
         return self.id, self._pickled
 
     # lifecycle
 
     @property
+    def state(self) -> ProxyState:
+        """The lifecycle state."""
+        return self._state
+
+    @property
     def started(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
-        return self._started
+        """True while running (between ``start()`` and ``stop()``)."""
+        return self._state is ProxyState.RUNNING
+
+    @property
+    def context(self) -> LoadBalancerContextView:
+        """The live membership, read-only (empty while not running)."""
+        membership = self._membership
+        return membership.context if membership is not None else _EMPTY
 
     @property
     def workers(self) -> list[WorkerMetadata]:
         """The admitted workers, in admission order."""
-        return list(self._context.workers)
+        membership = self._membership
+        return list(membership.context.workers) if membership is not None else []
 
     def in_flight(self) -> int:
         """Calls dispatched through this proxy that have not finished yet."""
-        return sum(c.statistics().in_flight for c in self._context.workers.values())
+        membership = self._membership
+        if membership is None:
+            return 0
+        return sum(c.statistics().in_flight for c in membership.context.workers.values())
 
     async def start(self) -> None:
         """Check the balancer, subscribe to discovery; idempotent."""
-        if self._started:
+        if self._state is ProxyState.STOPPING:
+            await self._stopped.wait()
+        if self._state is ProxyState.RUNNING:
             return
         self._delegating = isinstance(self._balancer, DelegatingLoadBalancerLike)
-        if not self._delegating:
+        if not self._delegating and not self._warned:
+            self._warned = True
             warnings.warn(
                 f"{type(self._balancer).__qualname__} implements the deprecated "
                 "DispatchingLoadBalancerLike protocol; implement "
@@ -143,28 +185,55 @@ class WorkerProxy:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        self._changed = asyncio.Event()
-        self._supervisor = asyncio.ensure_future(self._supervise())
-        self._started = True
+        self._membership = Membership(
+            self._discovery, admits=self._admits, lease=self.lease, connect=self._connect
+        )
+        self._state = ProxyState.RUNNING
 
     async def stop(self) -> None:
-        """Unsubscribe and close every connection; idempotent."""
-        if not self._started:
+        """Unsubscribe and close every connection at once; idempotent.
+
+        Calls still running on those connections fail. The state changes
+        before the first await, so a dispatch that arrives meanwhile waits
+        for the stop to finish and then starts the proxy afresh.
+        """
+        if self._state is ProxyState.STOPPING:
+            await self._stopped.wait()
             return
-        self._started = False
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-        # Swap the membership out before awaiting anything, so a dispatch that
-        # restarts the proxy meanwhile builds a fresh one instead of losing
-        # its connections to this close.
-        connections = list(self._context.workers.values())
-        self._context = LoadBalancerContext()
-        if supervisor is not None:
-            await asyncio.gather(supervisor, return_exceptions=True)
-        # evicted connections are still closing: cancelling an aclose would leak them
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await asyncio.gather(*(c.aclose() for c in connections), return_exceptions=True)
+        if self._state is not ProxyState.RUNNING:
+            return
+        self._state = ProxyState.STOPPING
+        self._stopped = asyncio.Event()
+        membership, self._membership = self._membership, None
+        try:
+            if membership is not None:
+                await membership.aclose()
+        finally:
+            self._state = ProxyState.STOPPED
+            self._stopped.set()
+
+    async def stop_if_idle(self, idle: float) -> bool:
+        """Stop if nothing was dispatched for ``idle`` s and nothing is in flight.
+
+        The check and the state change happen with no await between them, so
+        a proxy in use is never stopped. Returns True if it stopped.
+        """
+        quiet = (
+            self._state is ProxyState.RUNNING
+            and self._dispatching == 0
+            and self.in_flight() == 0
+            and time.monotonic() - self.last_used > idle
+        )
+        if quiet:
+            await self.stop()
+        return quiet
+
+    def close_suspended_streams(self, reason: str) -> int:
+        """Close the remote generators nobody is reading; return how many."""
+        membership = self._membership
+        if membership is None:
+            return 0
+        return sum(c.close_suspended_streams(reason) for c in membership.context.workers.values())
 
     async def __aenter__(self) -> WorkerProxy:
         await self.start()
@@ -179,37 +248,15 @@ class WorkerProxy:
         """Wait until ``predicate(self.workers)`` holds, or raise TimeoutError."""
         async with asyncio.timeout(timeout):
             while not predicate(self.workers):
-                if self._supervisor_error is not None:
-                    raise self._supervisor_error
-                self._changed.clear()
-                await self._changed.wait()
+                membership = self._membership
+                if membership is None:
+                    raise RuntimeError("the proxy is not running")
+                await membership.changed.wait()
 
     # membership
 
     def _admits(self, metadata: WorkerMetadata) -> bool:
         return self.tags <= metadata.tags and metadata.secure == self.secure
-
-    async def _supervise(self) -> None:
-        try:
-            async for event in self._discovery:
-                self._apply(event.type, event.metadata)
-                self._changed.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # surfaces in dispatch instead of dying silently
-            self._supervisor_error = exc
-            self._changed.set()
-
-    def _apply(self, kind: DiscoveryEventType, metadata: WorkerMetadata) -> None:
-        known = any(m.uid == metadata.uid for m in self._context.workers)
-        if kind is DiscoveryEventType.WORKER_DROPPED or (known and not self._admits(metadata)):
-            self._evict(metadata)
-        elif known:
-            self._context.update_worker(metadata)
-        elif self._admits(metadata) and (
-            self.lease is None or len(self._context.workers) < self.lease
-        ):
-            self._context.add_worker(metadata, self._connect(metadata))
 
     def _connect(self, metadata: WorkerMetadata) -> WorkerConnection:
         if self.credentials is None:
@@ -218,50 +265,62 @@ class WorkerProxy:
             metadata.address, credentials=self.credentials.channel_credentials()
         )
 
-    def _evict(self, metadata: WorkerMetadata) -> None:
-        connection = self._context.remove_worker(metadata)
-        if connection is not None:
-            # calls already running there finish; only new ones go elsewhere
-            task = asyncio.ensure_future(connection.aclose_when_idle())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
     # dispatch
 
     async def dispatch(self, task: Task, *, timeout: float | None = None) -> AsyncIterator[Any]:
         """Run ``task`` on a worker; return its result stream once accepted.
 
         Raises:
+            SerializationError: the task (or this proxy, which travels with
+                it) cannot be pickled; no worker was contacted.
             NoWorkersAvailable: no worker appeared within ``wait`` seconds, or
                 every candidate failed.
             RuntimeError: the proxy is not started and not lazy, or the
                 balancer broke its protocol.
         """
         self.last_used = time.monotonic()
-        if not self._started:
-            if not self.lazy:
-                raise RuntimeError("WorkerProxy is not started; call start() or use lazy=True")
-            await self.start()
-        if not self._context.workers:
-            await self._await_first_worker()
-        if self._delegating:
-            return await self._delegate_dispatch(task, timeout)
-        stream: AsyncIterator[Any] = await self._balancer.dispatch(
-            task, context=self._context, timeout=timeout
-        )
-        return stream
+        self._dispatching += 1
+        try:
+            task.start_fields()  # the caller's error, before any worker is asked
+            if self._state is not ProxyState.RUNNING:
+                if not self.lazy:
+                    raise RuntimeError("WorkerProxy is not started; call start() or use lazy=True")
+                await self.start()
+            membership = self._membership
+            assert membership is not None
+            if not membership.context.workers:
+                await self._await_first_worker()
+            if self._delegating:
+                return await self._delegate_dispatch(membership, task, timeout)
+            stream: AsyncIterator[Any] = await self._balancer.dispatch(
+                task, context=membership.context, timeout=timeout
+            )
+            return stream
+        finally:
+            self._dispatching -= 1
 
     async def _await_first_worker(self) -> None:
         try:
             await self.wait_for(bool, self.wait)
         except TimeoutError:
-            raise NoWorkersAvailable(
-                f"no worker joined the pool within {self.wait} s"
-                + (f" (tags {sorted(self.tags)})" if self.tags else "")
-            ) from None
+            raise NoWorkersAvailable(self._nobody_joined()) from None
 
-    async def _delegate_dispatch(self, task: Task, timeout: float | None) -> AsyncIterator[Any]:
-        candidates = self._balancer.delegate(context=self._context)
+    def _nobody_joined(self) -> str:
+        message = f"no worker joined the pool within {self.wait} s (discovery {self._discovery!r}"
+        if self.tags:
+            message += f", tags {sorted(self.tags)}"
+        message += ", TLS workers only" if self.secure else ", plaintext workers only"
+        message += ")"
+        membership = self._membership
+        if membership is not None and membership.error is not None:
+            error = membership.error
+            message += f"; discovery failed: {type(error).__name__}: {error}"
+        return message
+
+    async def _delegate_dispatch(
+        self, membership: Membership, task: Task, timeout: float | None
+    ) -> RemoteCall:
+        candidates = self._balancer.delegate(context=membership.context)
         try:
             try:
                 metadata, connection = await anext(candidates)
@@ -274,7 +333,7 @@ class WorkerProxy:
                 except TransientRpcError as exc:
                     failure: Exception = exc
                 except Exception as exc:
-                    self._evict(metadata)
+                    membership.evict(metadata)
                     failure = exc
                 try:
                     metadata, connection = await candidates.athrow(failure)
@@ -292,20 +351,23 @@ class WorkerProxy:
         """Tell the balancer who won; close the stream if we never hand it out."""
         handed = False
         try:
-            with contextlib.suppress(StopAsyncIteration):
+            try:
                 await candidates.asend(metadata)
-                raise RuntimeError(
-                    "load balancer protocol violation: delegate() yielded a candidate "
-                    "after asend() reported success; it must return"
-                )
-            handed = True
-            return stream
+            except StopAsyncIteration:
+                handed = True
+                return stream
+            raise RuntimeError(
+                "load balancer protocol violation: delegate() yielded a candidate "
+                "after asend() reported success; it must return"
+            )
         finally:
             if not handed:
                 await stream.aclose()
 
     def __repr__(self) -> str:
-        return f"WorkerProxy(id={self.id!r}, workers={len(self._context.workers)})"
+        return (
+            f"WorkerProxy(id={self.id!r}, state={self._state.value}, workers={len(self.workers)})"
+        )
 
 
 def _is_balancer(obj: object) -> bool:

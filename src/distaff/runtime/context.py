@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..proxy.proxy import WorkerProxy
-    from .task import Task
+    from ..serialization.task import Task
 
 current_task_var: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
     "distaff_current_task", default=None

@@ -134,9 +134,13 @@ class WorkerPool:
                 group.create_task(process.start())
 
     async def _shutdown(self) -> None:
-        # Workers first: each unpublishes, lets the calls already running
-        # finish within the grace (their results still flow back over the
-        # proxy's open connections), then exits. Only then the proxy closes.
+        # Streams left suspended in the block are closed first (their
+        # generators' finally blocks run remotely), so they don't hold the
+        # drain for the whole grace. Then the workers: each unpublishes, lets
+        # the calls already running finish within the grace (their results
+        # still flow back over the proxy's open connections), then exits.
+        # Only then the proxy closes.
+        self._proxy.close_suspended_streams("the stream was closed when its WorkerPool exited")
         try:
             results: list[Any] = await asyncio.gather(
                 *(p.stop() for p in self._processes), return_exceptions=True

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
+from ..serialization.task import Task
 from .context import (
     current_proxy,
     current_task_var,
@@ -19,7 +20,6 @@ from .context import (
     remaining,
     tightest,
 )
-from .task import Task
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,4 +1,4 @@
-"""The wire: generated protobuf types, the protocol version, frame batching."""
+"""The wire: generated protobuf types, the protocol version, the write pump."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from .._exceptions import SerializationError
 from ._generated import distaff_pb2 as pb
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # The largest gRPC message either side sends or accepts. Calls, results and
 # yielded values are checked against it before they are sent, so one oversized
@@ -42,54 +42,67 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Envelope",
     "Frame",
-    "Outbox",
+    "Pump",
     "Start",
     "Step",
     "StepKind",
     "StopReply",
     "StopRequest",
+    "split_oversized",
 ]
 
 
-class Outbox:
-    """Frames waiting to be written, coalesced into one envelope per write.
+def split_oversized(envelope: pb.Envelope) -> list[pb.Envelope]:
+    """``[envelope]``, or one envelope per frame if together they exceed the limit."""
+    if len(envelope.frames) > 1 and envelope.ByteSize() > MAX_MESSAGE_BYTES:
+        singles = []
+        for frame in envelope.frames:
+            single = pb.Envelope()
+            single.frames.append(frame)
+            singles.append(single)
+        return singles
+    return [envelope]
 
-    Producers add frames without awaiting (so a ``finally`` block in a
-    cancelled task can still send a cancel frame); one pump task owns the
-    stream's write side and sends everything that piled up since its last
-    write as a single message.
+
+class Pump:
+    """Owns a stream's write side: writes what a session has queued.
+
+    Producers change the session without awaiting (so a ``finally`` block in
+    a cancelled task can still queue a cancel) and call ``wake``; the pump
+    then writes everything that piled up since its last write.
+
+    Args:
+        take: returns the envelopes ready to write (a session's ``data_to_send``).
+        write: writes one envelope to the stream.
     """
 
-    __slots__ = ("_closed", "_envelope", "_wake")
+    __slots__ = ("_closed", "_take", "_wake", "_write")
 
-    def __init__(self) -> None:
-        self._envelope = pb.Envelope()
+    def __init__(
+        self,
+        take: Callable[[], list[pb.Envelope]],
+        write: Callable[[pb.Envelope], Awaitable[object]],
+    ) -> None:
+        self._take = take
+        self._write = write
         self._wake = asyncio.Event()
         self._closed = False
 
-    def add(self) -> pb.Frame:
-        """Return a new frame, queued for the next write, for the caller to fill."""
+    def wake(self) -> None:
+        """Say there may be something to write."""
         self._wake.set()
-        return self._envelope.frames.add()
 
     def close(self) -> None:
-        """Let the pump flush what is queued, then return."""
+        """Let ``run`` write what is queued, then return."""
         self._closed = True
         self._wake.set()
 
-    async def pump(self, write: Callable[[pb.Envelope], Awaitable[object]]) -> None:
-        """Write queued frames until closed; the owner cancels or closes it."""
+    async def run(self) -> None:
+        """Write until closed and drained; the owner cancels or closes it."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._envelope.frames:
-                envelope, self._envelope = self._envelope, pb.Envelope()
-                if len(envelope.frames) > 1 and envelope.ByteSize() > MAX_MESSAGE_BYTES:
-                    for frame in envelope.frames:  # each frame fits; together they may not
-                        single = pb.Envelope()
-                        single.frames.append(frame)
-                        await write(single)
-                else:
-                    await write(envelope)
-            if self._closed and not self._envelope.frames:
+            for envelope in self._take():
+                await self._write(envelope)
+            if self._closed and not self._wake.is_set():
                 return

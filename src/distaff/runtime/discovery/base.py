@@ -1,67 +1,23 @@
-"""The discovery protocol: publishers announce workers, subscribers follow them."""
+"""The discovery protocol, as the backends here implement it.
+
+It lives in ``proxy/discovery.py``, below the proxy that follows it; the
+backends (local, LAN, ...) import it from here.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from ...proxy.discovery import (
+    DiscoveryEvent,
+    DiscoveryEventType,
+    DiscoveryLike,
+    DiscoveryPublisherLike,
+    DiscoverySubscriberLike,
+)
 
-from ...serialization.metadata import WorkerMetadata
-
-
-class DiscoveryEventType(enum.Enum):
-    """What happened to a worker."""
-
-    WORKER_ADDED = "worker-added"
-    WORKER_UPDATED = "worker-updated"
-    WORKER_DROPPED = "worker-dropped"
-
-
-@dataclasses.dataclass(frozen=True)
-class DiscoveryEvent:
-    """One change in the set of known workers."""
-
-    type: DiscoveryEventType
-    metadata: WorkerMetadata
-
-
-@runtime_checkable
-class DiscoveryPublisherLike(Protocol):
-    """Announces this process's workers; ``aclose`` withdraws what it published."""
-
-    async def publish(self, event: DiscoveryEvent) -> None:
-        """Announce that a worker was added, updated or dropped."""
-        ...
-
-    async def aclose(self) -> None:
-        """Withdraw every worker still published and release resources."""
-        ...
-
-
-@runtime_checkable
-class DiscoverySubscriberLike(Protocol):
-    """A pickle-safe description of what to follow.
-
-    Each ``__aiter__`` opens a new subscription: it first yields an
-    ``WORKER_ADDED`` event for every worker already known, then changes as they
-    happen, until the iterator is closed. The object itself holds no live
-    resources, so it can travel inside a pickled proxy.
-    """
-
-    def __aiter__(self) -> AsyncIterator[DiscoveryEvent]:
-        """Open a subscription."""
-        ...
-
-
-@runtime_checkable
-class DiscoveryLike(Protocol):
-    """A discovery backend: a publisher and subscribers over one namespace."""
-
-    def publisher(self) -> DiscoveryPublisherLike:
-        """Return a new publisher (the caller owns it and closes it)."""
-        ...
-
-    def subscriber(self) -> DiscoverySubscriberLike:
-        """Return a pickle-safe subscriber."""
-        ...
+__all__ = [
+    "DiscoveryEvent",
+    "DiscoveryEventType",
+    "DiscoveryLike",
+    "DiscoveryPublisherLike",
+    "DiscoverySubscriberLike",
+]

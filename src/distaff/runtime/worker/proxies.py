@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 from typing import TYPE_CHECKING
 
 from ..._exceptions import SerializationError
@@ -42,15 +41,11 @@ class ProxyRegistry:
         A stopped proxy drops its subscription and connections and starts
         again on its next dispatch. Returns how many were stopped.
         """
-        now = time.monotonic()
-        quiet = [
-            p
-            for p in self._proxies.values()
-            if p.started and not p.in_flight() and now - p.last_used > idle
-        ]
-        for proxy in quiet:
-            await proxy.stop()
-        return len(quiet)
+        stopped = 0
+        for proxy in list(self._proxies.values()):
+            # each proxy checks and stops atomically: one in use is never stopped
+            stopped += await proxy.stop_if_idle(idle)
+        return stopped
 
     async def aclose(self) -> None:
         """Stop every restored proxy; idempotent."""

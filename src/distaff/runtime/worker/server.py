@@ -40,6 +40,10 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
+# how long sessions get to flush their last frames once every call has ended
+_FINISH_TIMEOUT = 1.0
+
+
 @dataclasses.dataclass
 class WorkerConfig:
     """How to run one worker.
@@ -95,7 +99,7 @@ class Worker:
         self.config = config
         self._stop = asyncio.Event()
         self._proxies = ProxyRegistry(config.credentials)
-        self._service = WorkerService(self._proxies, self._stop.set)
+        self._service = WorkerService(self._proxies, self._stop.set, config.uid)
         self._publisher: Any = None
         self.metadata: WorkerMetadata | None = None
 
@@ -132,20 +136,25 @@ class Worker:
                 tags=config.tags,
                 secure=config.credentials is not None,
             )
+            self._service.address = self.metadata.address
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             ready(self.metadata)
-            reaper = asyncio.ensure_future(self._stop_idle_proxies())
-            try:
+            async with asyncio.TaskGroup() as group:
+                reaper = group.create_task(self._stop_idle_proxies())
                 await self._stop.wait()
-            finally:
                 reaper.cancel()
-                await asyncio.gather(reaper, return_exceptions=True)
+            self._service.refuse_new_calls()
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
             await self._service.drain(config.grace)
             await self._proxies.aclose()
+            # every call has ended: let each session write its last frames and
+            # end with an OK status, so no caller sees a stream cut mid-call
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_FINISH_TIMEOUT):
+                    await self._service.finish()
         finally:
             await self._close_publisher()
-            await server.stop(0)
+            await server.stop(_FINISH_TIMEOUT)
 
     async def _stop_idle_proxies(self) -> None:
         idle = self.config.proxy_idle

@@ -1,45 +1,84 @@
-"""The worker's gRPC service: runs the calls multiplexed on each session."""
+"""The worker's service: runs the calls multiplexed on each caller's session.
+
+A :class:`WorkerSession` decides what every frame means; this driver runs
+the calls it starts, reports what they did back into it, and pumps its
+envelopes out. The transport is anything with ``read``/``write`` (the gRPC
+servicer context, or an in-memory pipe in tests).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
 
-from ..._exceptions import RpcError
+from ..._exceptions import RpcError, StatusCode
+from ...serialization import session as s
 from ...serialization.exceptions import decode_exception, encode_exception
+from ...serialization.task import Task
 from ...serialization.tasks import decode_arguments, decode_routine, dumps, loads
-from ...serialization.wire import (
-    PROTOCOL_VERSION,
-    Envelope,
-    Frame,
-    Outbox,
-    Start,
-    StepKind,
-    StopReply,
-    StopRequest,
-)
+from ...serialization.wire import Envelope, Pump, Start, StepKind, StopReply, StopRequest
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
-from ..task import Task
 from .proxies import ProxyRegistry
 
 log = logging.getLogger(__name__)
 
 
+class ServerTransport(Protocol):
+    """The worker's end of one Session stream."""
+
+    async def read(self) -> Envelope | None:
+        """The next envelope, or None when the caller finished sending."""
+        ...
+
+    async def write(self, envelope: Envelope) -> None:
+        """Send one envelope."""
+        ...
+
+
+class _GrpcServerTransport:
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    async def read(self) -> Envelope | None:
+        envelope = await self._context.read()
+        return None if envelope is grpc.aio.EOF else envelope
+
+    async def write(self, envelope: Envelope) -> None:
+        await self._context.write(envelope)
+
+
 class _Call:
-    """A call running on this worker: its task and, for generators, its steps."""
+    """A call running here: its task and, for generators, its steps."""
 
-    __slots__ = ("steps", "task")
+    __slots__ = ("steps", "stopped", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, generator: bool) -> None:
         self.task: asyncio.Task[None] | None = None
-        self.steps: asyncio.Queue[Frame] | None = None
+        self.steps: asyncio.Queue[s.Stepped] | None = asyncio.Queue() if generator else None
+        self.stopped = False  # cancelled by the worker stopping, not by the caller
+
+
+class _Served:
+    """One session being served: its state machine, pump and calls."""
+
+    __slots__ = ("calls", "ended", "error", "pump", "session")
+
+    def __init__(self, session: s.WorkerSession, pump: Pump) -> None:
+        self.session = session
+        self.pump = pump
+        self.calls: dict[int, _Call] = {}
+        self.ended = asyncio.Event()  # the caller finished sending, or we finish
+        self.error: s.ProtocolError | None = None
 
 
 class WorkerService:
@@ -48,113 +87,120 @@ class WorkerService:
     Args:
         proxies: where shipped proxies are restored and kept for reuse.
         on_stop: called when a Stop request has been answered.
+        worker: this worker's uid (sent in the session hello).
     """
 
-    def __init__(self, proxies: ProxyRegistry, on_stop: Callable[[], None]) -> None:
+    def __init__(
+        self, proxies: ProxyRegistry, on_stop: Callable[[], None], worker: str = ""
+    ) -> None:
         self._proxies = proxies
         self._on_stop = on_stop
+        self.worker = worker
+        self.address = ""  # set once the server is bound; named in errors
         self._draining = False
         self._routines: dict[bytes, Callable[..., Any]] = {}
+        self._served: set[_Served] = set()
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
         self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def running(self) -> int:
+        """Calls running now, over all sessions."""
+        return len(self._running)
+
     async def session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        """Run one caller's multiplexed call stream until it ends."""
-        first = await context.read()
-        if first is grpc.aio.EOF:
+        """The gRPC handler of ``Session``: serve one caller's stream."""
+        try:
+            await self.serve(_GrpcServerTransport(context))
+        except s.ProtocolError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except asyncio.CancelledError:
+            # gRPC cancelled the RPC (the caller went away, or the server is
+            # stopping) and the TaskGroup cancelled its calls; a servicer that
+            # raises CancelledError only makes gRPC print a traceback
             return
-        hello = first.frames[0].hello if first.frames else None
-        if hello is None or hello.protocol != PROTOCOL_VERSION:
-            got = hello.protocol if hello is not None else "none"
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"distaff wire protocol mismatch: worker speaks {PROTOCOL_VERSION}, "
-                f"caller sent {got}; install matching distaff versions",
-            )
-        outbox = Outbox()
-        # the caller sends no call before this reply: a session lost before it
-        # ran nothing, so the caller may safely retry elsewhere
-        outbox.add().hello.protocol = PROTOCOL_VERSION
-        calls: dict[int, _Call] = {}
+
+    async def serve(self, transport: ServerTransport) -> None:
+        """Serve one session until the caller stops sending and its calls end.
+
+        Raises:
+            ProtocolError: the caller broke the protocol (bad hello, replay).
+        """
+        session = s.WorkerSession(self.worker, draining=self._draining)
+        served = _Served(session, Pump(session.data_to_send, transport.write))
+        self._served.add(served)
+        self._no_sessions.clear()
         try:
             async with asyncio.TaskGroup() as group:
-                pump = group.create_task(outbox.pump(context.write))
-                self._route(first, calls, outbox, group, skip_first=True)
-                while (envelope := await context.read()) is not grpc.aio.EOF:
-                    self._route(envelope, calls, outbox, group)
-                # the caller is done sending: let running calls finish, then flush
-                while calls:
-                    await asyncio.wait([c.task for c in calls.values() if c.task])
-                outbox.close()
+                pump = group.create_task(served.pump.run())
+                reader = group.create_task(self._read(transport, served, group))
+                await served.ended.wait()
+                reader.cancel()
+                if served.error is not None:
+                    raise served.error
+                # let the calls still running finish, then flush and end the RPC
+                while served.calls:
+                    await asyncio.wait([c.task for c in served.calls.values() if c.task])
+                served.pump.close()
                 await pump
-        except asyncio.CancelledError:
-            # gRPC cancelled this RPC (the caller went away, or the server is
-            # stopping); the TaskGroup has cancelled its calls. The RPC is over
-            # either way, and a servicer raising CancelledError only makes
-            # gRPC print a traceback.
-            return
+        except BaseExceptionGroup as group_error:  # a bug in a call runner: surface it
+            raise group_error.exceptions[0] from group_error
+        finally:
+            self._served.discard(served)
+            if not self._served:
+                self._no_sessions.set()
 
-    def _route(
-        self,
-        envelope: Envelope,
-        calls: dict[int, _Call],
-        outbox: Outbox,
-        group: asyncio.TaskGroup,
-        *,
-        skip_first: bool = False,
+    async def _read(
+        self, transport: ServerTransport, served: _Served, group: asyncio.TaskGroup
     ) -> None:
-        frames = envelope.frames[1:] if skip_first else envelope.frames
-        for frame in frames:
-            kind = frame.WhichOneof("kind")
-            call_id = frame.call
-            if kind == "start":
-                self._start(call_id, frame.start, calls, outbox, group)
-            elif kind == "step":
-                call = calls.get(call_id)
-                if call is not None and call.steps is not None:
-                    call.steps.put_nowait(frame)
-            elif kind == "cancel":
-                call = calls.get(call_id)
-                if call is not None and call.task is not None:
-                    call.task.cancel()
-            else:
-                log.debug("ignoring unexpected %r frame from a caller", kind)
+        try:
+            while (envelope := await transport.read()) is not None:
+                for event in served.session.receive(envelope):
+                    self._handle(event, served, group)
+                if served.session.has_data():
+                    served.pump.wake()
+        except s.ProtocolError as exc:
+            served.error = exc
+        finally:
+            served.ended.set()
 
-    def _start(
-        self,
-        call_id: int,
-        start: Start,
-        calls: dict[int, _Call],
-        outbox: Outbox,
-        group: asyncio.TaskGroup,
-    ) -> None:
-        if self._draining:
-            frame = outbox.add()
-            frame.call = call_id
-            frame.reject.reason = "the worker is draining"
+    def _handle(self, event: s.WorkerEvent, served: _Served, group: asyncio.TaskGroup) -> None:
+        if isinstance(event, s.Started):
+            self._start(event.call, event.start, served, group)
             return
-        call = calls[call_id] = _Call()
-        if start.generator:
-            call.steps = asyncio.Queue()
-        task = call.task = group.create_task(self._run(call_id, start, call, outbox))
+        call = served.calls.get(event.call)
+        if call is None:
+            return
+        if isinstance(event, s.Stepped):
+            if call.steps is not None:
+                call.steps.put_nowait(event)
+        elif call.task is not None:  # CancelRequested: the caller wants nothing more
+            served.session.forget(event.call)
+            call.task.cancel()
+
+    def _start(self, call_id: int, start: Start, served: _Served, group: asyncio.TaskGroup) -> None:
+        call = served.calls[call_id] = _Call(start.generator)
+        task = call.task = group.create_task(self._run(call_id, start, call, served))
         self._running.add(task)
         self._idle.clear()
-        task.add_done_callback(lambda t: self._done(t, call_id, calls))
+        task.add_done_callback(lambda t: self._done(t, call_id, served))
         # The ack goes out after the call's first step: a call that finished in
         # that step needs none (its result frame implies it), which makes a
         # short coroutine one frame and one write each way.
-        asyncio.get_running_loop().call_soon(self._ack_unless_done, call_id, task, outbox)
+        asyncio.get_running_loop().call_soon(self._ack_unless_done, call_id, task, served)
 
     @staticmethod
-    def _ack_unless_done(call_id: int, task: asyncio.Task[None], outbox: Outbox) -> None:
+    def _ack_unless_done(call_id: int, task: asyncio.Task[None], served: _Served) -> None:
         if not task.done():
-            frame = outbox.add()
-            frame.call = call_id
-            frame.ack.SetInParent()
+            served.session.ack(call_id)
+            served.pump.wake()
 
-    def _done(self, task: asyncio.Task[None], call_id: int, calls: dict[int, _Call]) -> None:
-        calls.pop(call_id, None)
+    def _done(self, task: asyncio.Task[None], call_id: int, served: _Served) -> None:
+        served.calls.pop(call_id, None)
+        served.session.forget(call_id)  # no-op unless it ended without a final frame
         self._running.discard(task)
         if not self._running:
             self._idle.set()
@@ -165,24 +211,28 @@ class WorkerService:
         proxy = self._proxies.restore(start.proxy_id, start.proxy) if start.proxy_id else None
         body = self._routines.get(start.routine)
         if body is None:
-            body = decode_routine(start.routine)
+            try:
+                body = decode_routine(start.routine)
+            except ImportError as exc:
+                self._explain_import_error(exc, start)
+                raise
             if len(self._routines) >= 4096:  # routines are few; bound it anyway
                 self._routines.clear()
             self._routines[start.routine] = body
         args, kwargs = decode_arguments(start.arguments)
-        return Task(
-            callable=body,
-            args=args,
-            kwargs=kwargs,
-            id=start.task_id,
-            caller=start.caller or None,
-            timeout=start.timeout or None,
-            dispatch_timeout=start.dispatch_timeout or None,
-            generator=start.generator,
-            proxy=proxy,
+        return Task.from_start(start, callable=body, args=args, kwargs=kwargs, proxy=proxy)
+
+    def _explain_import_error(self, exc: ImportError, start: Start) -> None:
+        where = f"worker {self.address or self.worker} (pid {os.getpid()})"
+        log.warning("%s cannot load a routine: %s", where, exc)
+        exc.add_note(
+            f"raised on {where} while loading the routine: make its module importable "
+            "there (install it, run `distaff worker` from the project directory, or "
+            "pass `distaff worker --path DIR`)"
         )
 
-    async def _run(self, call_id: int, start: Start, call: _Call, outbox: Outbox) -> None:
+    async def _run(self, call_id: int, start: Start, call: _Call, served: _Served) -> None:
+        session = served.session
         try:
             task = self._decode(start)
             current_task_var.set(task)
@@ -190,41 +240,42 @@ class WorkerService:
             enter_task_deadlines(task)
             if call.steps is not None:
                 async with asyncio.timeout(task.timeout):
-                    await self._drive(call_id, task, call.steps, outbox, start.window)
+                    await self._drive(call_id, task, call.steps, served)
                 return
             if task.timeout is None:
                 result = await task.callable(*task.args, **task.kwargs)
             else:
                 async with asyncio.timeout(task.timeout):
                     result = await task.callable(*task.args, **task.kwargs)
-            payload = dumps(result, what="the result", of=task.callable)
-            frame = outbox.add()
-            frame.call = call_id
-            frame.value.payload = payload
+            session.result(call_id, dumps(result, what="the result", of=task.callable))
         except asyncio.CancelledError:
-            if self._draining:  # not the caller's doing: tell it why
-                frame = outbox.add()
-                frame.call = call_id
-                frame.error.payload = encode_exception(
-                    RpcError("CANCELLED", "the worker stopped before the call finished")
-                )
+            if call.stopped:  # not the caller's doing: tell it why
+                session.error(call_id, encode_exception(self._stopped_error()))
             raise
         except BaseException as exc:  # the caller gets every failure, typed
-            frame = outbox.add()
-            frame.call = call_id
-            frame.error.payload = encode_exception(exc)
+            session.error(call_id, encode_exception(exc))
+        finally:
+            served.pump.wake()
+
+    def _stopped_error(self) -> RpcError:
+        return RpcError(
+            StatusCode.CANCELLED,
+            "the worker stopped before the call finished (its drain grace ran out)",
+            self.address or None,
+        )
 
     async def _drive(
-        self, call_id: int, task: Task, steps: asyncio.Queue[Frame], outbox: Outbox, window: int
+        self, call_id: int, task: Task, steps: asyncio.Queue[s.Stepped], served: _Served
     ) -> None:
         """Step the generator as the caller asks.
 
-        With a ``window``, the caller only pulls: the generator runs ahead while
+        With a window, the caller only pulls: the generator runs ahead while
         it has credit, and the caller grants more as it consumes; a close or
         any other step is still seen between two items.
         """
+        session, pump = served.session, served.pump
         agen = task.callable(*task.args, **task.kwargs)
-        credit = window
+        credit = task.window
         try:
             while True:
                 if credit > 0 and steps.empty():
@@ -238,14 +289,10 @@ class WorkerService:
                 try:
                     value = await self._step(agen, kind, payload)
                 except StopAsyncIteration:
-                    frame = outbox.add()
-                    frame.call = call_id
-                    frame.done.SetInParent()
+                    session.done(call_id)
                     return
-                payload = dumps(value, what="a value yielded", of=task.callable)
-                frame = outbox.add()
-                frame.call = call_id
-                frame.value.payload = payload
+                session.item(call_id, dumps(value, what="a value yielded", of=task.callable))
+                pump.wake()
                 credit = max(credit - 1, 0)
         finally:
             with contextlib.suppress(RuntimeError, StopAsyncIteration):
@@ -263,20 +310,44 @@ class WorkerService:
         raise StopAsyncIteration
 
     async def stop(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
-        """Refuse new calls, drain in-flight ones within the grace, then stop."""
+        """The gRPC handler of ``Stop``: drain within the grace, then stop."""
         cancelled = await self.drain(request.grace)
         context.add_done_callback(lambda _: self._on_stop())
         return StopReply(cancelled=cancelled)
 
+    def refuse_new_calls(self) -> None:
+        """Start draining: every session is told at once (a Drain frame).
+
+        Callers then move new calls elsewhere before discovery says anything;
+        a Start already on its way is refused, which is safe to retry.
+        """
+        self._draining = True
+        for served in self._served:
+            served.session.drain()
+            served.pump.wake()
+
     async def drain(self, grace: float) -> int:
         """Refuse new calls; wait up to ``grace`` s; cancel the rest; return how many."""
-        self._draining = True
+        self.refuse_new_calls()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self._idle.wait()
-        leftover = list(self._running)
-        for task in leftover:
-            task.cancel()
+        leftover = [c for served in self._served for c in served.calls.values() if c.task]
+        for call in leftover:
+            call.stopped = True
+            if call.task is not None:
+                call.task.cancel()
         if leftover:
-            await asyncio.wait(leftover)
+            await asyncio.wait([c.task for c in leftover if c.task])
         return len(leftover)
+
+    async def finish(self) -> None:
+        """End every session cleanly once its final frames are written.
+
+        Call after ``drain``: no call runs any more, so each session flushes
+        what it has queued and ends its stream with an OK status. Callers
+        then see every result they were owed, and no stream is cut.
+        """
+        for served in self._served:
+            served.ended.set()
+        await self._no_sessions.wait()

@@ -7,12 +7,19 @@ import itertools
 import os
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..serialization.tasks import encode_arguments, encode_routine
+from .session import StartFields
+from .tasks import encode_arguments, encode_routine
 
-if TYPE_CHECKING:
-    from ..proxy.proxy import WorkerProxy
+
+class ShippedProxyLike(Protocol):
+    """What a task needs of the proxy that travels with it."""
+
+    def serialized(self) -> tuple[str, bytes]:
+        """``(id, pickled bytes)``, pickled once per proxy."""
+        ...
+
 
 # Task ids: a random per-process prefix and a counter. uuid4() per call costs
 # an os.urandom system call, a visible share of a no-op call's latency.
@@ -43,7 +50,8 @@ class Task:
         generator: the body is an async generator function.
         window: for generators, how many items the worker may produce ahead
             of the caller's pulls (0: strictly one per pull).
-        proxy: the proxy that dispatches it; it ships along for nested calls.
+        proxy: the proxy that dispatches it (a ``WorkerProxy``); it ships
+            along for nested calls.
     """
 
     callable: Callable[..., Any]
@@ -55,8 +63,9 @@ class Task:
     dispatch_timeout: float | None = None
     generator: bool = False
     window: int = 0
-    proxy: WorkerProxy | None = dataclasses.field(default=None, repr=False)
+    proxy: Any = dataclasses.field(default=None, repr=False)
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
+    _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
     def encode(self) -> tuple[bytes, bytes]:
         """Return ``(routine, arguments)`` blobs, pickled once per task.
@@ -75,3 +84,55 @@ class Task:
                 encode_arguments(self.args, self.kwargs, routine=name),
             )
         return self._encoded
+
+    def start_fields(self) -> StartFields:
+        """Everything the Start frame carries, encoded (pickling happens here).
+
+        Raises:
+            SerializationError: the routine, an argument or the proxy cannot
+                be pickled. No worker has been contacted yet.
+        """
+        if self._fields is not None:
+            return self._fields
+        routine, arguments = self.encode()
+        proxy_id, proxy = ("", b"")
+        if self.proxy is not None:
+            shipped: ShippedProxyLike = self.proxy
+            proxy_id, proxy = shipped.serialized()
+        self._fields = StartFields(
+            task_id=self.id,
+            routine=routine,
+            arguments=arguments,
+            caller=self.caller or "",
+            proxy_id=proxy_id,
+            proxy=proxy,
+            timeout=self.timeout or 0.0,
+            dispatch_timeout=self.dispatch_timeout or 0.0,
+            generator=self.generator,
+            window=self.window,
+        )
+        return self._fields
+
+    @classmethod
+    def from_start(
+        cls,
+        start: Any,
+        *,
+        callable: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        proxy: Any,
+    ) -> Task:
+        """The task a Start frame describes (the inverse of ``start_fields``)."""
+        return cls(
+            callable=callable,
+            args=args,
+            kwargs=kwargs,
+            id=start.task_id,
+            caller=start.caller or None,
+            timeout=start.timeout or None,
+            dispatch_timeout=start.dispatch_timeout or None,
+            generator=start.generator,
+            window=start.window,
+            proxy=proxy,
+        )

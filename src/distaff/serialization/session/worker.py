@@ -1,0 +1,181 @@
+"""WorkerSession: the worker's end of one Session stream, without I/O.
+
+The driver (``runtime/worker/service.py``) feeds it the caller's envelopes
+and gets events back (start this call, step it, cancel it); it reports what
+each call did through the methods below, which queue whole frames. The
+session guarantees the wire's rules: the hello comes first, a call id starts
+at most once, every started call gets exactly one final frame, and nothing
+follows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from ..wire import PROTOCOL_VERSION, Envelope, Frame, Start, Step, split_oversized
+from .caller import ProtocolError
+
+
+class _State(enum.Enum):
+    RUNNING = "running"
+    ACKED = "acked"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Started:
+    """Run this call."""
+
+    call: int
+    start: Start
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stepped:
+    """The caller stepped a running generator call."""
+
+    call: int
+    step: Step
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """The caller gave up on a running call."""
+
+    call: int
+
+
+WorkerEvent = Started | Stepped | CancelRequested
+
+
+class WorkerSession:
+    """The worker's state machine for one Session stream.
+
+    Args:
+        worker: this worker's uid, sent in the hello.
+        draining: refuse every call from the start.
+    """
+
+    def __init__(self, worker: str = "", *, draining: bool = False) -> None:
+        self.worker = worker
+        self.draining = draining
+        self._greeted = False
+        self._calls: dict[int, _State] = {}
+        self._highest = 0  # call ids only grow: one at or below it is a replay
+        self._pending = Envelope()
+
+    @property
+    def open_calls(self) -> int:
+        """Calls started and not yet ended."""
+        return len(self._calls)
+
+    def is_open(self, call: int) -> bool:
+        """True while ``call`` runs (its final frame is not queued yet)."""
+        return call in self._calls
+
+    def has_data(self) -> bool:
+        """True when ``data_to_send`` would return something."""
+        return len(self._pending.frames) > 0
+
+    def receive(self, envelope: Envelope) -> list[WorkerEvent]:
+        """Apply an envelope from the caller; return what to do.
+
+        Raises:
+            ProtocolError: a bad hello (the message says what to install), or
+                a frame the protocol does not allow.
+        """
+        frames = envelope.frames
+        events: list[WorkerEvent] = []
+        first = 0
+        if not self._greeted:
+            hello = frames[0].hello if frames and frames[0].HasField("hello") else None
+            if hello is None or hello.protocol != PROTOCOL_VERSION:
+                got = hello.protocol if hello is not None else "no hello"
+                raise ProtocolError(
+                    f"distaff wire protocol mismatch: worker speaks {PROTOCOL_VERSION}, "
+                    f"caller sent {got}; install matching distaff versions"
+                )
+            self._greeted = True
+            reply = self._pending.frames.add()
+            reply.hello.protocol = PROTOCOL_VERSION
+            reply.hello.peer = self.worker
+            if self.draining:
+                self._pending.frames.add().drain.SetInParent()
+            first = 1
+        for index in range(first, len(frames)):
+            frame = frames[index]
+            kind = frame.WhichOneof("kind")
+            call = frame.call
+            if kind == "start":
+                if call <= self._highest:
+                    raise ProtocolError(f"call {call} started twice or out of order")
+                self._highest = call
+                if self.draining:
+                    self._final(call).reject.reason = "the worker is draining"
+                    continue
+                self._calls[call] = _State.RUNNING
+                events.append(Started(call, frame.start))
+            elif kind == "step":
+                if call in self._calls:
+                    events.append(Stepped(call, frame.step))
+            elif kind == "cancel":
+                if call in self._calls:
+                    events.append(CancelRequested(call))
+            else:
+                raise ProtocolError(f"a {kind!r} frame from a caller")
+        return events
+
+    # what the calls did
+
+    def ack(self, call: int) -> None:
+        """Acknowledge a call still running after its first step."""
+        if self._calls.get(call) is _State.RUNNING:
+            self._calls[call] = _State.ACKED
+            frame = self._pending.frames.add()
+            frame.call = call
+            frame.ack.SetInParent()
+
+    def item(self, call: int, payload: bytes) -> None:
+        """A generator call yielded ``payload``."""
+        if call in self._calls:
+            frame = self._pending.frames.add()
+            frame.call = call
+            frame.value.payload = payload
+
+    def result(self, call: int, payload: bytes) -> None:
+        """Final: a coroutine call returned ``payload``."""
+        if self._calls.pop(call, None) is not None:
+            self._final(call).value.payload = payload
+
+    def done(self, call: int) -> None:
+        """Final: a generator call finished."""
+        if self._calls.pop(call, None) is not None:
+            self._final(call).done.SetInParent()
+
+    def error(self, call: int, payload: bytes) -> None:
+        """Final: the call raised; ``payload`` is the encoded exception."""
+        if self._calls.pop(call, None) is not None:
+            self._final(call).error.payload = payload
+
+    def forget(self, call: int) -> None:
+        """End a call the caller cancelled: it wants no final frame."""
+        self._calls.pop(call, None)
+
+    def drain(self) -> None:
+        """Refuse new calls from now on, and tell the caller so."""
+        if not self.draining:
+            self.draining = True
+            if self._greeted:
+                self._pending.frames.add().drain.SetInParent()
+
+    def _final(self, call: int) -> Frame:
+        frame = self._pending.frames.add()
+        frame.call = call
+        return frame
+
+    def data_to_send(self) -> list[Envelope]:
+        """Take the queued frames as whole envelopes."""
+        if not self._pending.frames:
+            return []
+        envelope, self._pending = self._pending, Envelope()
+        return split_oversized(envelope)
