@@ -270,7 +270,12 @@ class WorkerProxy:
     async def dispatch(self, task: Task, *, timeout: float | None = None) -> AsyncIterator[Any]:
         """Run ``task`` on a worker; return its result stream once accepted.
 
+        ``timeout`` bounds reaching a worker: waiting for one to join, every
+        attempt's handshake and the write of the call. Once a call is written
+        it belongs to that worker (it may run) and is never sent again.
+
         Raises:
+            TimeoutError: no worker took the call within ``timeout``.
             SerializationError: the task (or this proxy, which travels with
                 it) cannot be pickled; no worker was contacted.
             NoWorkersAvailable: no worker appeared within ``wait`` seconds, or
@@ -288,10 +293,11 @@ class WorkerProxy:
                 await self.start()
             membership = self._membership
             assert membership is not None
+            deadline = None if timeout is None else time.monotonic() + timeout
             if not membership.context.workers:
-                await self._await_first_worker()
+                await self._await_first_worker(deadline)
             if self._delegating:
-                return await self._delegate_dispatch(membership, task, timeout)
+                return await self._delegate_dispatch(membership, task, deadline)
             stream: AsyncIterator[Any] = await self._balancer.dispatch(
                 task, context=membership.context, timeout=timeout
             )
@@ -299,10 +305,13 @@ class WorkerProxy:
         finally:
             self._dispatching -= 1
 
-    async def _await_first_worker(self) -> None:
+    async def _await_first_worker(self, deadline: float | None) -> None:
+        wait = self.wait if deadline is None else min(self.wait, deadline - time.monotonic())
         try:
-            await self.wait_for(bool, self.wait)
+            await self.wait_for(bool, wait)
         except TimeoutError:
+            if wait < self.wait:
+                raise _dispatch_timeout() from None
             raise NoWorkersAvailable(self._nobody_joined()) from None
 
     def _nobody_joined(self) -> str:
@@ -318,7 +327,7 @@ class WorkerProxy:
         return message
 
     async def _delegate_dispatch(
-        self, membership: Membership, task: Task, timeout: float | None
+        self, membership: Membership, task: Task, deadline: float | None
     ) -> RemoteCall:
         candidates = self._balancer.delegate(context=membership.context)
         try:
@@ -327,6 +336,9 @@ class WorkerProxy:
             except StopAsyncIteration:
                 raise NoWorkersAvailable("the load balancer offered no worker") from None
             while True:
+                timeout = None if deadline is None else deadline - time.monotonic()
+                if timeout is not None and timeout <= 0:
+                    raise _dispatch_timeout()
                 try:
                     stream = await connection.dispatch(task, timeout=timeout)
                     break
@@ -338,6 +350,8 @@ class WorkerProxy:
                 try:
                     metadata, connection = await candidates.athrow(failure)
                 except StopAsyncIteration:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise _dispatch_timeout() from failure
                     raise NoWorkersAvailable(
                         f"every worker failed; the last error: {failure}"
                     ) from failure
@@ -368,6 +382,10 @@ class WorkerProxy:
         return (
             f"WorkerProxy(id={self.id!r}, state={self._state.value}, workers={len(self.workers)})"
         )
+
+
+def _dispatch_timeout() -> TimeoutError:
+    return TimeoutError("no worker took the call within its dispatch_timeout")
 
 
 def _is_balancer(obj: object) -> bool:

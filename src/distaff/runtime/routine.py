@@ -63,17 +63,7 @@ def _new_task(
 async def _dispatch(task: Task) -> Any:
     """Reach a worker within the task's dispatch timeout; TimeoutError if not."""
     assert task.proxy is not None
-    if task.dispatch_timeout is None:
-        return await task.proxy.dispatch(task)
-    try:
-        async with asyncio.timeout(task.dispatch_timeout):
-            return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
-    except TimeoutError as exc:
-        if exc.args:
-            raise
-        raise TimeoutError(
-            f"no worker accepted the call within dispatch_timeout={task.dispatch_timeout} s"
-        ) from None
+    return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
 
 
 def _bound(deadline: float | None) -> contextlib.AbstractAsyncContextManager[Any]:

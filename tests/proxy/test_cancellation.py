@@ -1,0 +1,154 @@
+"""Cancellation at each phase of a call, over the in-memory channel.
+
+Both session state machines and both drivers are the real ones; the worker
+service runs in this event loop, so each test sees the remote side directly.
+After every phase the connection and the service must hold no call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+
+import distaff
+from distaff.proxy.call import RemoteCall
+from distaff.proxy.connection import WorkerConnection
+
+from ..memory import MemoryWorker, memory_worker
+
+EVENTS: list[str] = []
+GATE = asyncio.Event()
+
+
+async def waits_for_gate(tag: str) -> str:
+    EVENTS.append(f"{tag}:started")
+    try:
+        await GATE.wait()
+        return tag
+    finally:
+        EVENTS.append(f"{tag}:finally")
+
+
+async def counts(n: int) -> AsyncGenerator[int, None]:
+    try:
+        for i in range(n):
+            yield i
+    finally:
+        EVENTS.append("counts:finally")
+
+
+def task(body: object, *args: object, generator: bool = False) -> distaff.Task:
+    return distaff.Task(callable=body, args=args, generator=generator)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def fresh_events() -> None:
+    global GATE  # an Event binds to the loop that first waits on it: one per test
+    EVENTS.clear()
+    GATE = asyncio.Event()
+
+
+async def until(condition: object, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0)
+
+
+async def settled(worker: MemoryWorker, connection: WorkerConnection) -> None:
+    """The call table is empty at both ends."""
+    await until(lambda: worker.service.running == 0)
+    await until(lambda: connection.statistics().in_flight == 0)
+
+
+async def test_a_call_runs_and_returns_over_the_memory_channel() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        GATE.set()
+        call = await connection.dispatch(task(waits_for_gate, "a"))
+        assert await anext(call) == "a"
+        await settled(worker, connection)
+        await connection.aclose()
+
+
+async def test_cancel_before_the_ack_cancels_the_remote_call() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        dispatching = asyncio.create_task(connection.dispatch(task(waits_for_gate, "b")))
+        await until(lambda: "b:started" in EVENTS)
+        dispatching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dispatching
+        await until(lambda: "b:finally" in EVENTS)
+        await settled(worker, connection)
+        assert connection.statistics().failed == 1
+        await connection.aclose()
+
+
+async def test_cancel_while_reading_the_result_cancels_the_remote_call() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        call = await connection.dispatch(task(waits_for_gate, "c"))
+        reading = asyncio.create_task(anext(call))
+        await until(lambda: worker.service.running == 1 and not call.idle)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await until(lambda: "c:finally" in EVENTS)
+        await settled(worker, connection)
+        await connection.aclose()
+
+
+async def test_closing_a_stream_mid_way_runs_its_finally_remotely() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        call = await connection.dispatch(task(counts, 10, generator=True))
+        assert [await anext(call), await anext(call)] == [0, 1]
+        await call.aclose()
+        await call.aclose()  # idempotent
+        assert "counts:finally" in EVENTS
+        await settled(worker, connection)
+        await connection.aclose()
+
+
+async def test_closing_the_connection_mid_call_loses_the_call_and_cancels_it_remotely() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        call = await connection.dispatch(task(waits_for_gate, "d"))
+        await until(lambda: "d:started" in EVENTS)
+        await connection.aclose()
+        with pytest.raises(distaff.RpcError):
+            await anext(call)
+        await until(lambda: "d:finally" in EVENTS)
+        await until(lambda: worker.service.running == 0)
+
+
+async def test_a_stream_closed_by_its_pool_says_so_and_closes_quietly() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        call: RemoteCall = await connection.dispatch(task(counts, 10, generator=True))
+        assert await anext(call) == 0
+
+        assert connection.close_suspended_streams("the pool exited") == 1
+
+        await until(lambda: "counts:finally" in EVENTS)
+        with pytest.raises(distaff.RpcError, match="the pool exited"):
+            await anext(call)
+        await call.aclose()
+        await settled(worker, connection)
+        await connection.aclose()
+
+
+async def test_a_draining_worker_refuses_new_calls_as_retry_safe() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        GATE.set()
+        await anext(await connection.dispatch(task(waits_for_gate, "e")))
+        worker.service.refuse_new_calls()
+        await until(lambda: connection.draining)
+
+        with pytest.raises(distaff.TransientRpcError, match="draining"):
+            await connection.dispatch(task(waits_for_gate, "f"))
+        assert "f:started" not in EVENTS
+        await connection.aclose()

@@ -1,0 +1,295 @@
+"""The session state machines, driven without I/O through every interleaving.
+
+A caller session and a worker session are joined by two in-order queues of
+envelopes that Hypothesis delivers, delays and cuts at will, while calls are
+opened, stepped, cancelled, answered, drained and retried by the proxy's rule
+(only a call refused, or lost before it was written, goes to another worker).
+Invariants: a call whose Start was written is never started again anywhere;
+every call ends in exactly one final state on each side.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from distaff.serialization import session as s
+from distaff.serialization.wire import PROTOCOL_VERSION, Envelope, StepKind
+
+
+def fields(task_id: str, generator: bool = False, proxy: str = "") -> s.StartFields:
+    return s.StartFields(
+        task_id=task_id,
+        routine=b"R",
+        arguments=b"A",
+        generator=generator,
+        proxy_id=proxy,
+        proxy=b"P" if proxy else b"",
+    )
+
+
+class Link:
+    """One caller session joined to one worker session."""
+
+    def __init__(self, worker: str) -> None:
+        self.caller = s.CallerSession()
+        self.worker = s.WorkerSession(worker)
+        self.to_worker: collections.deque[Envelope] = collections.deque()
+        self.to_caller: collections.deque[Envelope] = collections.deque()
+        self.running: dict[int, tuple[str, bool]] = {}  # worker call -> task id, generator
+
+
+class Sessions(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.workers = itertools.count()
+        self.link = Link(f"w{next(self.workers)}")
+        self.task_ids = itertools.count()
+        self.started: collections.Counter[str] = collections.Counter()  # task -> Started events
+        self.finals: collections.Counter[tuple[int, int]] = collections.Counter()
+        self.opened: dict[tuple[int, int], str] = {}  # (link, call) -> task
+        self.link_no = 0
+        self.retry: list[tuple[str, bool]] = []
+        self.generators: dict[str, bool] = {}
+        self.written: set[str] = set()  # tasks whose Start may have reached a worker
+
+    # caller side
+
+    def _final(self, call: int) -> None:
+        self.finals[(self.link_no, call)] += 1
+
+    def _apply_caller(self, events: list[s.Event]) -> None:
+        for event in events:
+            if isinstance(event, s.FINAL):
+                self._final(event.call)
+                task = self.opened[(self.link_no, event.call)]
+                never_ran = isinstance(event, s.Refused) or (
+                    isinstance(event, s.Lost) and not event.may_have_run
+                )
+                if never_ran:
+                    self.retry.append((task, self.generators[task]))
+
+    @precondition(lambda self: self.link.caller.accepts_calls)
+    @rule(generator=st.booleans(), proxy=st.booleans())
+    def open_call(self, generator: bool, proxy: bool) -> None:
+        task = f"t{next(self.task_ids)}"
+        self.generators[task] = generator
+        call = self.link.caller.open_call(fields(task, generator, "p1" if proxy else ""))
+        self.opened[(self.link_no, call)] = task
+
+    @precondition(lambda self: self.link.caller.accepts_calls and self.retry)
+    @rule()
+    def retry_elsewhere(self) -> None:
+        task, generator = self.retry.pop(0)
+        assert task not in self.written, f"{task} may have run and was sent again"
+        call = self.link.caller.open_call(fields(task, generator))
+        self.opened[(self.link_no, call)] = task
+
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        calls = [c for (n, c) in self.opened if n == self.link_no]
+        if calls:
+            call = data.draw(st.sampled_from(calls))
+            if self.link.caller.cancel(call):  # the caller's own final state
+                self._final(call)
+
+    @rule(data=st.data(), kind=st.sampled_from([StepKind.STEP_NEXT, StepKind.STEP_CLOSE]))
+    def step(self, data: st.DataObject, kind: int) -> None:
+        calls = [c for (n, c) in self.opened if n == self.link_no]
+        if calls:
+            self.link.caller.step(data.draw(st.sampled_from(calls)), kind)
+
+    @rule()
+    def caller_writes(self) -> None:
+        for envelope in self.link.caller.data_to_send():
+            for frame in envelope.frames:
+                if frame.HasField("start"):
+                    self.written.add(frame.start.task_id)
+            self.link.to_worker.append(envelope)
+
+    @precondition(lambda self: self.link.to_caller and not self.link.caller.closed)
+    @rule()
+    def caller_reads(self) -> None:
+        self._apply_caller(self.link.caller.receive(self.link.to_caller.popleft()))
+
+    # worker side
+
+    @precondition(lambda self: self.link.to_worker)
+    @rule()
+    def worker_reads(self) -> None:
+        for event in self.link.worker.receive(self.link.to_worker.popleft()):
+            if isinstance(event, s.Started):
+                self.started[event.start.task_id] += 1
+                self.link.running[event.call] = (event.start.task_id, event.start.generator)
+            elif isinstance(event, s.CancelRequested):
+                self.link.worker.forget(event.call)
+                del self.link.running[event.call]
+
+    @rule(data=st.data(), outcome=st.sampled_from(["ack", "item", "finish", "error"]))
+    def worker_acts(self, data: st.DataObject, outcome: str) -> None:
+        if not self.link.running:
+            return
+        call = data.draw(st.sampled_from(sorted(self.link.running)))
+        _, generator = self.link.running[call]
+        worker = self.link.worker
+        if outcome == "ack":
+            worker.ack(call)
+        elif outcome == "item" and generator:
+            worker.item(call, b"v")
+        elif outcome == "error":
+            worker.error(call, b"e")
+            del self.link.running[call]
+        elif outcome == "finish":
+            (worker.done(call) if generator else worker.result(call, b"r"))
+            del self.link.running[call]
+
+    @rule()
+    def worker_drains(self) -> None:
+        self.link.worker.drain()
+
+    @rule()
+    def worker_writes(self) -> None:
+        self.link.to_caller.extend(self.link.worker.data_to_send())
+
+    @rule()
+    def connection_lost(self) -> None:
+        self._apply_caller(list(self.link.caller.lose()))
+        self.link = Link(f"w{next(self.workers)}")
+        self.link_no += 1
+
+    @invariant()
+    def started_at_most_once(self) -> None:
+        assert all(n == 1 for n in self.started.values()), self.started
+
+    @invariant()
+    def at_most_one_final_per_call(self) -> None:
+        assert all(n == 1 for n in self.finals.values()), self.finals
+
+    @invariant()
+    def closed_sessions_hold_no_call(self) -> None:
+        if self.link.caller.closed:
+            assert self.link.caller.open_calls == 0
+
+    def teardown(self) -> None:
+        # the stream ends: every call has exactly one final state
+        self._apply_caller(list(self.link.caller.lose()))
+        for key in self.opened:
+            assert self.finals[key] == 1, f"call {key} ended {self.finals[key]} times"
+
+
+TestSessionInterleavings = Sessions.TestCase
+TestSessionInterleavings.settings = settings(
+    max_examples=300, stateful_step_count=40, deadline=None
+)
+
+
+# examples a reader should see
+
+
+def handshake(caller: s.CallerSession, worker: s.WorkerSession) -> None:
+    for envelope in caller.data_to_send():
+        worker.receive(envelope)
+    for envelope in worker.data_to_send():
+        caller.receive(envelope)
+
+
+def test_nothing_but_the_hello_goes_out_before_the_worker_answers() -> None:
+    caller = s.CallerSession()
+    call = caller.open_call(fields("t"))
+
+    (hello,) = caller.data_to_send()
+
+    assert [f.WhichOneof("kind") for f in hello.frames] == ["hello"]
+    assert hello.frames[0].hello.protocol == PROTOCOL_VERSION
+    assert caller.data_to_send() == []
+    assert caller.phase(call) is s.Phase.QUEUED
+
+
+def test_a_call_lost_before_it_was_written_never_ran() -> None:
+    caller = s.CallerSession()
+    call = caller.open_call(fields("t"))
+    caller.data_to_send()
+
+    (lost,) = caller.lose()
+
+    assert lost == s.Lost(call, None, may_have_run=False)
+
+
+def test_a_written_call_lost_may_have_run_even_without_an_ack() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    call = caller.open_call(fields("t"))
+    caller.data_to_send()
+
+    (lost,) = caller.lose()
+
+    assert caller.phase(call) is None
+    assert lost.may_have_run
+
+
+def test_a_cancelled_queued_call_is_taken_back_with_its_proxy_blob() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    first = caller.open_call(fields("t1", proxy="p"))
+    caller.cancel(first)
+    caller.open_call(fields("t2", proxy="p"))
+
+    (envelope,) = caller.data_to_send()
+
+    starts = [f.start for f in envelope.frames if f.HasField("start")]
+    assert [(x.task_id, x.proxy) for x in starts] == [("t2", b"P")]
+
+
+def test_a_drain_refuses_calls_not_yet_written_at_once() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    call = caller.open_call(fields("t"))
+    worker.drain()
+
+    events = caller.receive(worker.data_to_send()[0])
+
+    assert events == [s.Draining(), s.Refused(call, None, "the worker is draining")]
+    assert not caller.accepts_calls
+    with pytest.raises(s.ProtocolError):
+        caller.open_call(fields("t2"))
+
+
+def test_a_worker_refuses_a_replayed_call_id() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    caller.open_call(fields("t"))
+    (envelope,) = caller.data_to_send()
+    worker.receive(envelope)
+
+    with pytest.raises(s.ProtocolError, match="started twice"):
+        worker.receive(envelope)
+
+
+def test_a_worker_sends_one_final_frame_per_call() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    call = caller.open_call(fields("t"))
+    (started,) = worker.receive(caller.data_to_send()[0])
+    worker.result(started.call, b"r")
+    worker.error(started.call, b"late")
+    worker.ack(started.call)
+
+    events = caller.receive(worker.data_to_send()[0])
+
+    assert events == [s.Accepted(call, None), s.Result(call, None, b"r")]
+
+
+def test_a_wrong_protocol_version_is_refused_naming_both() -> None:
+    worker = s.WorkerSession("w")
+    envelope = Envelope()
+    envelope.frames.add().hello.protocol = PROTOCOL_VERSION + 7
+
+    with pytest.raises(
+        s.ProtocolError, match=rf"speaks {PROTOCOL_VERSION}.*{PROTOCOL_VERSION + 7}"
+    ):
+        worker.receive(envelope)
