@@ -326,8 +326,9 @@ async def test_sigterm_drains_in_flight_calls_and_sends_new_ones_elsewhere(
                 await fr.call_at(draining.address, fr.pid)  # refused: safe to retry elsewhere
 
             assert await short == "finished"
-            with pytest.raises(distaff.RpcError, match="stopped before the call finished"):
+            with pytest.raises(distaff.RpcError, match="stopped before the call finished") as lost:
                 await long
+            assert lost.value.target == draining.address  # it says which worker
             cancelled_after = time.monotonic() - began
             async with asyncio.timeout(30):
                 assert await draining.process.wait() == 0  # one SIGTERM: a clean exit

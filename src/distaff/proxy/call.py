@@ -166,10 +166,8 @@ class RemoteCall:
 
     async def athrow(self, error: BaseException) -> Any:
         """Throw ``error`` into the remote generator; return its next yield."""
-        if self.closed_by is not None:
-            raise self._lost_error()
-        if self._ended and not self._events:
-            raise error
+        if (self._ended and not self._events) or self.closed_by is not None:
+            raise error  # like a finished local generator
         if self._window:
             raise TypeError(self._pull_only("athrow()"))
         self._link.step(self.id, StepKind.STEP_THROW, encode_exception(error))

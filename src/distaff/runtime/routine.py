@@ -20,6 +20,7 @@ from .context import (
     remaining,
     tightest,
 )
+from .streams import RemoteGenerator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -106,28 +107,10 @@ def _generator_routine(
     body: Callable[P, AsyncGenerator[Y, S]], options: _Options
 ) -> Callable[P, AsyncGenerator[Y, S]]:
     @functools.wraps(body)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Y, S]:
-        task = _new_task(body, args, kwargs, True, options)
-        deadline = None if task.timeout is None else time.monotonic() + task.timeout
-        stream: Any = await _dispatch(task)
-        try:
-            async with _bound(deadline):
-                value = await stream.asend(None)
-            while True:
-                try:
-                    sent = yield value
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:  # athrow() on us goes to the remote body
-                    async with _bound(deadline):
-                        value = await stream.athrow(exc)
-                else:
-                    async with _bound(deadline):
-                        value = await stream.asend(sent)
-        except StopAsyncIteration:
-            return
-        finally:
-            await stream.aclose()
+    def call(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Y, S]:
+        return RemoteGenerator(
+            lambda: _new_task(body, args, kwargs, True, options), _dispatch, _bound
+        )
 
     return call
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -25,6 +26,8 @@ from ...serialization.wire import MAX_MESSAGE_BYTES
 from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
 from .proxies import ProxyRegistry
 from .service import WorkerService
+
+log = logging.getLogger(__name__)
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -160,7 +163,10 @@ class Worker:
         idle = self.config.proxy_idle
         while True:
             await asyncio.sleep(max(idle / 2, 0.05))
-            await self._proxies.stop_idle(idle)
+            try:
+                await self._proxies.stop_idle(idle)
+            except Exception:  # a proxy that fails to stop must not stop the reaper
+                log.exception("stopping an idle proxy failed")
 
     async def _publish(self, kind: DiscoveryEventType) -> None:
         if self.config.discovery is None or self.metadata is None:
