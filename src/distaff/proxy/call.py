@@ -96,7 +96,7 @@ class RemoteCall:
             raise StopAsyncIteration
         if kind == "error":
             self._finish(failed=True)
-            raise decode_exception(frame.error.payload)
+            raise decode_exception(frame.error.payload, origin=self._session.target)
         self._finish(failed=True)
         raise RpcError("INTERNAL", f"unexpected {kind!r} frame", self._session.target)
 
@@ -175,4 +175,4 @@ class RemoteCall:
         finally:
             self._finish(failed=False)
         if frame.WhichOneof("kind") == "error":
-            raise decode_exception(frame.error.payload)
+            raise decode_exception(frame.error.payload, origin=self._session.target)

@@ -217,6 +217,8 @@ class _Session:
         start.generator = task.generator
         if task.window:
             start.window = task.window
+        if task.attempt:
+            start.attempt = task.attempt
         call = RemoteCall(self, call_id, task.generator, task.window)
         self._calls[call_id] = call
         ack = self._acks[call_id] = asyncio.get_running_loop().create_future()

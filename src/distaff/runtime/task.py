@@ -44,6 +44,8 @@ class Task:
         window: for generators, how many items the worker may produce ahead
             of the caller's pulls (0: strictly one per pull).
         proxy: the proxy that dispatches it; it ships along for nested calls.
+        attempt: which run of the call this is, counted from 0; above 0 only
+            for routines with ``retries`` (see ``routine``).
     """
 
     callable: Callable[..., Any]
@@ -56,6 +58,7 @@ class Task:
     generator: bool = False
     window: int = 0
     proxy: WorkerProxy | None = dataclasses.field(default=None, repr=False)
+    attempt: int = 0
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def encode(self) -> tuple[bytes, bytes]:
@@ -75,3 +78,18 @@ class Task:
                 encode_arguments(self.args, self.kwargs, routine=name),
             )
         return self._encoded
+
+    def next_attempt(self, timeout: float | None) -> Task:
+        """The next run of this call: a new id, ``attempt + 1``, the same pickles."""
+        dispatch_timeout = self.dispatch_timeout
+        if timeout is not None and dispatch_timeout is not None:
+            dispatch_timeout = min(dispatch_timeout, timeout)
+        task = dataclasses.replace(
+            self,
+            id=new_task_id(),
+            attempt=self.attempt + 1,
+            timeout=timeout,
+            dispatch_timeout=dispatch_timeout,
+        )
+        task._encoded = self._encoded
+        return task

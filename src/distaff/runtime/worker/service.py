@@ -27,6 +27,7 @@ from ...serialization.wire import (
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
 from ..task import Task
+from .execute import invoke
 from .proxies import ProxyRegistry
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ class WorkerService:
             dispatch_timeout=start.dispatch_timeout or None,
             generator=start.generator,
             proxy=proxy,
+            attempt=start.attempt,
         )
 
     async def _run(self, call_id: int, start: Start, call: _Call, outbox: Outbox) -> None:
@@ -193,10 +195,10 @@ class WorkerService:
                     await self._drive(call_id, task, call.steps, outbox, start.window)
                 return
             if task.timeout is None:
-                result = await task.callable(*task.args, **task.kwargs)
+                result = await invoke(task)
             else:
                 async with asyncio.timeout(task.timeout):
-                    result = await task.callable(*task.args, **task.kwargs)
+                    result = await invoke(task)
             payload = dumps(result, what="the result", of=task.callable)
             frame = outbox.add()
             frame.call = call_id
