@@ -2,7 +2,8 @@
 
 Layout (dependencies point down):
 
-    runtime/        what users touch: routine, Task, WorkerPool, contexts;
+    runtime/        what users touch: routine, Task, WorkerPool, contexts,
+                    map/as_completed;
                     the worker process and service; discovery backends
     proxy/          WorkerProxy (membership + dispatch loop), the per-worker
                     WorkerConnection, LoadBalancerContext
@@ -78,6 +79,8 @@ from .runtime.discovery.base import (
     DiscoveryLike as DiscoveryLike,
 )
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
+from .runtime.fanout import as_completed as as_completed
+from .runtime.fanout import map as map
 from .runtime.pool import WorkerPool as WorkerPool
 from .runtime.routine import routine as routine
 from .runtime.task import Task as Task
@@ -112,7 +115,9 @@ __all__ = [
     "WorkerProxy",
     "WorkerStartError",
     "__version__",
+    "as_completed",
     "current_task",
+    "map",
     "routine",
 ]
 

@@ -28,6 +28,14 @@ def new_task_id() -> str:
 _routine_blobs: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = weakref.WeakKeyDictionary()
 
 
+def routine_blob(body: Callable[..., Any]) -> bytes:
+    """The encoded routine ``body``, pickled once per body."""
+    blob = _routine_blobs.get(body)
+    if blob is None:
+        blob = _routine_blobs[body] = encode_routine(body)
+    return blob
+
+
 @dataclasses.dataclass(eq=False)
 class Task:
     """One call of a routine.
@@ -69,9 +77,7 @@ class Task:
                 names it. No worker has been contacted yet.
         """
         if self._encoded is None:
-            blob = _routine_blobs.get(self.callable)
-            if blob is None:
-                blob = _routine_blobs[self.callable] = encode_routine(self.callable)
+            blob = routine_blob(self.callable)
             name = getattr(self.callable, "__qualname__", repr(self.callable))
             self._encoded = (
                 blob,

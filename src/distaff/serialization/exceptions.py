@@ -150,7 +150,7 @@ def _encode_one(exc: BaseException, index: dict[int, int]) -> dict[str, Any]:
         parts: bytes | None = cloudpickle.dumps((cls, exc.args, exc.__dict__))
     except Exception:
         parts = None
-    # tblib's as_dict() recurses once per frame and overflows on the very
+    # a recursive traceback walk would overflow on the very
     # traceback a RecursionError carries, so frames travel as a flat list.
     frames = [
         [name, frame.f_code.co_name, lineno or 0, is_internal(name)]

@@ -14,7 +14,7 @@ import io
 import pickle
 import types
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import cloudpickle
 
@@ -63,7 +63,7 @@ def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
 
 
 class _KeepFilenames(cloudpickle.Pickler):  # type: ignore[misc]
-    dispatch_table = collections.ChainMap(
+    dispatch_table: ClassVar[Mapping[Any, Any]] = collections.ChainMap(
         {types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table
     )
 
