@@ -298,6 +298,11 @@ class AsCompleted(Generic[T]):
 
     async def aclose(self) -> None:
         """Cancel the awaitables still running and wait for them; idempotent."""
+        if self._done is None:  # never started: close the coroutines unawaited
+            for awaitable in self._awaitables:
+                if inspect.iscoroutine(awaitable):
+                    awaitable.close()
+            self._awaitables = []
         await self._owned.close()
         if self._display is not None:
             display, self._display = self._display, None

@@ -23,6 +23,7 @@ from ...serialization.metadata import WorkerMetadata
 from ...serialization.rpc import add_worker_service
 from ...serialization.wire import MAX_MESSAGE_BYTES
 from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
+from .monitor import LoopMonitor, threshold_from_env
 from .proxies import ProxyRegistry
 from .service import WorkerService
 
@@ -135,9 +136,12 @@ class Worker:
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             ready(self.metadata)
             reaper = asyncio.ensure_future(self._stop_idle_proxies())
+            monitor = LoopMonitor(threshold_from_env())
+            monitor.start()
             try:
                 await self._stop.wait()
             finally:
+                monitor.stop()
                 reaper.cancel()
                 await asyncio.gather(reaper, return_exceptions=True)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
