@@ -10,6 +10,7 @@ cancel the consumer's task wherever it happens to be.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import itertools
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
@@ -37,21 +38,27 @@ class Results(Generic[T]):
     in flight. A loop left early without either closes when collected.
     """
 
-    def __init__(self, source: AsyncGenerator[T, None], length: int | None = None) -> None:
-        self._source = source
+    def __init__(self, source: AsyncGenerator[list[T], None], length: int | None = None) -> None:
+        self._source = source  # yields the results of one call at a time
         self._length = length
+        self._ready: collections.deque[T] = collections.deque()
 
     def __aiter__(self) -> Results[T]:
         return self
 
     async def __anext__(self) -> T:
+        ready = self._ready
+        if ready:  # most items: no generator step per item
+            return ready.popleft()
         try:
-            return await anext(self._source)
+            while not ready:
+                ready.extend(await anext(self._source))
         except StopAsyncIteration:
             raise
         except BaseException as error:
             trim_traceback(error)
             raise
+        return ready.popleft()
 
     async def aclose(self) -> None:
         """Cancel what is in flight and wait for it; idempotent."""
@@ -199,7 +206,7 @@ async def _fan_out(
     ordered: bool,
     chunksize: int | None,
     progress: ProgressSpec,
-) -> AsyncGenerator[Any, None]:
+) -> AsyncGenerator[list[Any], None]:
     workers = max(1, len(current_proxy().workers))
     limit = concurrency or CALLS_PER_WORKER * workers
     sizer = ChunkSizer(chunksize, workers, total) if run is _chunked else None
@@ -219,8 +226,7 @@ async def _fan_out(
                     owned.start(run(fn, batch, sizer), started)
                     started += 1
             if emitted in ready:
-                for result in ready.pop(emitted):
-                    yield result
+                yield ready.pop(emitted)
                 emitted += 1
                 continue
             if not owned.tasks:
@@ -234,8 +240,7 @@ async def _fan_out(
                 if ordered:
                     ready[index] = results
                 else:
-                    for result in results:
-                        yield result
+                    yield results
     finally:
         await owned.close()
         if display is not None:
@@ -288,11 +293,11 @@ class AsCompleted(Generic[T]):
         """Iterate the results themselves, in completion order."""
         return Results(self._results(), len(self))
 
-    async def _results(self) -> AsyncGenerator[T, None]:
+    async def _results(self) -> AsyncGenerator[list[T], None]:
         done = self._start()
         try:
             for _ in range(len(self)):
-                yield await self._next(done)
+                yield [await self._next(done)]
         finally:
             await self.aclose()
 
