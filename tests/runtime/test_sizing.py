@@ -45,3 +45,18 @@ def test_a_fixed_size_is_used_as_given() -> None:
     sizer.observe(7, 100.0)
 
     assert [sizer.next_size() for _ in range(2)] == [7, 7]
+
+
+def test_a_fixed_cost_seen_on_single_items_stops_mattering_once_calls_grow() -> None:
+    sizer = ChunkSizer(None, workers=2, total=None)
+    for _ in range(32):
+        sizer.observe(1, 100e-6)  # a thread hop dominates one-item calls
+
+    sizes = []
+    for _ in range(4):
+        size = sizer.next_size()
+        sizes.append(size)
+        sizer.observe(size, 100e-6 + size * 1e-7)
+
+    assert sizes[0] >= 150  # ~200 items of 100 µs: the target of 20 ms
+    assert sizes[-1] == MAX_CHUNK
