@@ -38,9 +38,8 @@ class Results(Generic[T]):
     in flight. A loop left early without either closes when collected.
     """
 
-    def __init__(self, source: AsyncGenerator[list[T], None], length: int | None = None) -> None:
+    def __init__(self, source: AsyncGenerator[list[T], None]) -> None:
         self._source = source  # yields the results of one call at a time
-        self._length = length
         self._ready: collections.deque[T] = collections.deque()
 
     def __aiter__(self) -> Results[T]:
@@ -146,7 +145,7 @@ def map(
     total = _length(iterables)
     run = _chunked if info is not None and chunksize != 1 else _one_by_one
     source = _fan_out(fn, iterables, run, total, concurrency, ordered, chunksize, progress)
-    return Results(source, total)
+    return Results(source)
 
 
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
@@ -291,7 +290,7 @@ class AsCompleted(Generic[T]):
 
     def __aiter__(self) -> Results[T]:
         """Iterate the results themselves, in completion order."""
-        return Results(self._results(), len(self))
+        return Results(self._results())
 
     async def _results(self) -> AsyncGenerator[list[T], None]:
         done = self._start()

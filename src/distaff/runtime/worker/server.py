@@ -134,9 +134,9 @@ class Worker:
                 secure=config.credentials is not None,
             )
             await self._publish(DiscoveryEventType.WORKER_ADDED)
+            monitor = LoopMonitor(threshold_from_env())
             ready(self.metadata)
             reaper = asyncio.ensure_future(self._stop_idle_proxies())
-            monitor = LoopMonitor(threshold_from_env())
             monitor.start()
             try:
                 await self._stop.wait()
