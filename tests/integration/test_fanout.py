@@ -169,6 +169,21 @@ async def test_progress_true_without_tqdm_or_rich_prints_a_line_on_stderr(
     assert "square: 300/300 done" in capsys.readouterr().err
 
 
+async def test_progress_true_shows_a_tqdm_bar_when_tqdm_is_installed(
+    pool: distaff.WorkerPool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tqdm = pytest.importorskip("tqdm")  # in the test extra; a bare install falls back
+
+    results = [x async for x in distaff.map(f.square, range(300), progress=True)]
+    wrapped = [await r for r in tqdm.tqdm(distaff.as_completed(f.square(i) for i in range(3)))]
+
+    assert len(results) == 300
+    assert sorted(wrapped) == [0, 1, 4]
+    err = capsys.readouterr().err
+    assert "300/300" in err
+    assert "3/3" in err  # tqdm took the total from len()
+
+
 async def test_leaving_early_cancels_the_calls_in_flight(pool: distaff.WorkerPool) -> None:
 
     async with distaff.map(f.slow_square, range(100), [0.5] * 100, chunksize=1) as results:
