@@ -76,13 +76,23 @@ class Results(Generic[T]):
 
 
 class _Owned:
-    """Tasks started by one fan-out; ``close`` cancels and awaits the rest."""
+    """Tasks started by one fan-out, each with a tag; ``close`` cancels and awaits the rest."""
 
     def __init__(self) -> None:
         self.tasks: dict[asyncio.Task[Any], Any] = {}
+        self._finished: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
 
     def start(self, awaitable: Awaitable[Any], tag: Any) -> None:
-        self.tasks[asyncio.ensure_future(awaitable)] = tag
+        task = asyncio.ensure_future(awaitable)
+        self.tasks[task] = tag
+        task.add_done_callback(self._finished.put_nowait)
+
+    async def next_finished(self) -> tuple[asyncio.Task[Any], Any]:
+        """The next task to finish, and its tag; it leaves the owned set."""
+        while True:
+            task = await self._finished.get()
+            if task in self.tasks:  # not one that close() already let go
+                return task, self.tasks.pop(task)
 
     async def close(self) -> None:
         running = [t for t in self.tasks if not t.done()]
@@ -136,6 +146,8 @@ def map(
         )
     if not callable(fn):
         raise TypeError(f"distaff.map needs a routine or an async function, not {fn!r}")
+    if not iterables:
+        raise TypeError("distaff.map needs at least one iterable of arguments")
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, not {concurrency}")
     if chunksize is not None and chunksize < 1:
@@ -153,8 +165,6 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
         return min(len(it) for it in iterables)  # type: ignore[arg-type]
     except TypeError:
         return None
-    except ValueError:  # no iterables at all
-        return 0
 
 
 def _batches(
@@ -230,16 +240,14 @@ async def _fan_out(
                 continue
             if not owned.tasks:
                 return
-            done, _ = await asyncio.wait(owned.tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                index = owned.tasks.pop(task)
-                results = task.result()  # the first failure ends the map
-                if display is not None:
-                    display.update(len(results))
-                if ordered:
-                    ready[index] = results
-                else:
-                    yield results
+            task, index = await owned.next_finished()
+            results = task.result()  # the first failure ends the map
+            if display is not None:
+                display.update(len(results))
+            if ordered:
+                ready[index] = results
+            else:
+                yield results
     finally:
         await owned.close()
         if display is not None:
@@ -251,58 +259,55 @@ class AsCompleted(Generic[T]):
 
     def __init__(self, awaitables: Iterable[Awaitable[T]], progress: ProgressSpec) -> None:
         self._awaitables = list(awaitables)
+        self._count = len(self._awaitables)
         self._progress = progress
         self._owned = _Owned()
-        self._done: asyncio.Queue[asyncio.Task[Any]] | None = None
+        self._started = False
         self._display: Progress | None = None
 
     def __len__(self) -> int:
-        return len(self._awaitables)
+        return self._count
 
-    def _start(self) -> asyncio.Queue[asyncio.Task[Any]]:
-        if self._done is not None:
+    def _start(self) -> None:
+        if self._started:
             raise RuntimeError("an as_completed iterator can be iterated only once")
-        done: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
-        self._done = done
+        self._started = True
         self._display = open_progress(self._progress, len(self), "distaff.as_completed")
         for index, awaitable in enumerate(self._awaitables):
             self._owned.start(awaitable, index)
-        for task in self._owned.tasks:
-            task.add_done_callback(done.put_nowait)
-        self._awaitables = [None] * len(self._awaitables)  # type: ignore[list-item]
-        return done
+        self._awaitables = []  # the tasks hold them now
 
-    async def _next(self, done: asyncio.Queue[asyncio.Task[Any]]) -> T:
-        task = await done.get()
-        self._owned.tasks.pop(task, None)
+    async def _next(self) -> T:
+        task, _ = await self._owned.next_finished()
         if self._display is not None:
             self._display.update(1)
             if not self._owned.tasks:
-                self._display.close()
+                display, self._display = self._display, None
+                display.close()
         result: T = task.result()
         return result
 
     def __iter__(self) -> Iterator[Awaitable[T]]:
         """Yield one awaitable per input; each returns the next result to complete."""
-        done = self._start()
+        self._start()
         for _ in range(len(self)):
-            yield self._next(done)
+            yield self._next()
 
     def __aiter__(self) -> Results[T]:
         """Iterate the results themselves, in completion order."""
         return Results(self._results())
 
     async def _results(self) -> AsyncGenerator[list[T], None]:
-        done = self._start()
+        self._start()
         try:
             for _ in range(len(self)):
-                yield [await self._next(done)]
+                yield [await self._next()]
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
         """Cancel the awaitables still running and wait for them; idempotent."""
-        if self._done is None:  # never started: close the coroutines unawaited
+        if not self._started:  # never started: close the coroutines unawaited
             for awaitable in self._awaitables:
                 if inspect.iscoroutine(awaitable):
                     awaitable.close()
