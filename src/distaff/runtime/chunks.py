@@ -27,14 +27,22 @@ def _body(blob: bytes) -> Callable[..., Any]:
 async def run_chunk(blob: bytes, calls: list[tuple[Any, ...]]) -> tuple[list[Any], float]:
     """Run the routine ``blob`` names once per argument tuple, one after another.
 
-    Returns the results in order and the seconds the worker spent on them
-    (what the caller sizes the next chunks by). The first failure stops the
-    chunk and is raised. A plain ``def`` runs the whole chunk in one thread.
+    Returns the results in order and the seconds the items themselves took
+    (what the caller sizes the next chunks by; a plain ``def``'s thread hop
+    is a cost per call, not per item, and is left out). The first failure
+    stops the chunk and is raised. A plain ``def`` runs the whole chunk in
+    one thread.
     """
     body = _body(blob)
-    started = time.perf_counter()
     if is_plain(body):
-        results: list[Any] = await run_plain(lambda: [body(*args) for args in calls])
-    else:
-        results = [await body(*args) for args in calls]
+        timed: tuple[list[Any], float] = await run_plain(lambda: _run_plain(body, calls))
+        return timed
+    started = time.perf_counter()
+    results = [await body(*args) for args in calls]
+    return results, time.perf_counter() - started
+
+
+def _run_plain(body: Callable[..., Any], calls: list[tuple[Any, ...]]) -> tuple[list[Any], float]:
+    started = time.perf_counter()
+    results = [body(*args) for args in calls]
     return results, time.perf_counter() - started
