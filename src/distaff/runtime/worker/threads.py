@@ -24,9 +24,14 @@ _Job = tuple[
 def default_limit() -> int:
     """``DISTAFF_THREADS``, or ``min(32, CPUs + 4)`` like the standard executor."""
     configured = os.environ.get("DISTAFF_THREADS")
-    if configured:
+    if not configured:
+        return min(32, (os.cpu_count() or 1) + 4)
+    try:
         return max(1, int(configured))
-    return min(32, (os.cpu_count() or 1) + 4)
+    except ValueError:
+        raise ValueError(
+            f"DISTAFF_THREADS must be a whole number of threads, not {configured!r}"
+        ) from None
 
 
 class ThreadRunner:
