@@ -9,9 +9,11 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W4W", "W5", "MEM")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W4W", "W5", "W7", "MEM")
 # W4W (streaming with distaff's read-ahead window) has no counterpart elsewhere
-ONLY_FOR = {"W4W": ("distaff",)}
+# W7 (distaff.map against ProcessPoolExecutor.map, both timed in distaff's
+# caller) has none either
+ONLY_FOR = {"W4W": ("distaff",), "W7": ("distaff",)}
 
 # The sizes of each workload; ``--quick`` uses QUICK.
 FULL: dict[str, dict[str, int]] = {
@@ -21,6 +23,7 @@ FULL: dict[str, dict[str, int]] = {
     "W4": {"warmup": 100, "items": 20_000},
     "W4W": {"warmup": 100, "items": 20_000},
     "W5": {"spawn": 2},
+    "W7": {"warmup": 2_000, "items": 100_000},
     "MEM": {"warmup": 2_000, "calls": 100_000, "inflight": 500},
 }
 QUICK: dict[str, dict[str, int]] = {
@@ -30,12 +33,22 @@ QUICK: dict[str, dict[str, int]] = {
     "W4": {"warmup": 10, "items": 1_000},
     "W4W": {"warmup": 10, "items": 1_000},
     "W5": {"spawn": 2},
+    "W7": {"warmup": 200, "items": 5_000},
     "MEM": {"warmup": 200, "calls": 2_000, "inflight": 500},
 }
 
 # Seconds one caller subprocess may take before it is killed (full sizes;
 # the peer is much slower than distaff on some workloads, hence the room).
-TIMEOUTS = {"W1": 180, "W2": 300, "W3": 180, "W4": 300, "W4W": 120, "W5": 120, "MEM": 900}
+TIMEOUTS = {
+    "W1": 180,
+    "W2": 300,
+    "W3": 180,
+    "W4": 300,
+    "W4W": 120,
+    "W5": 120,
+    "W7": 300,
+    "MEM": 900,
+}
 QUICK_TIMEOUT = 45
 
 

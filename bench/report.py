@@ -29,6 +29,8 @@ class Row:
     min_floor: float = 0.0
     # the floor's figure comes from another workload (W4W: grpc's W4)
     floor_workload: str | None = None
+    # the ratio is to another metric of the same implementation and run (W7)
+    floor_metric: str | None = None
 
     @property
     def better(self) -> str:
@@ -56,6 +58,30 @@ ROWS = (
     ),
     Row("W5", "cold_start_s", "W5 cold start (enter to first result)", "s", False),
     Row("W5", "teardown_s", "W5 teardown (exit the block)", "s", False),
+    Row(
+        "W7",
+        "items_per_s",
+        "W7 distaff.map, 100,000 trivial items, plain def (ratio: to the executor)",
+        "items/s",
+        True,
+        floor_metric="ppe_items_per_s",
+    ),
+    Row(
+        "W7",
+        "async_items_per_s",
+        "W7 the same, async def routine (ratio: to the executor)",
+        "items/s",
+        True,
+        floor_metric="ppe_items_per_s",
+    ),
+    Row(
+        "W7",
+        "ppe_items_per_s",
+        "W7 ProcessPoolExecutor.map, best chunksize, same caller",
+        "items/s",
+        True,
+        floor_metric="ppe_items_per_s",
+    ),
     Row("MEM", "worker_idle_rss_mib", "MEM idle worker RSS", "MiB", False),
     Row("MEM", "caller_growth_mib", "MEM caller RSS growth over the calls", "MiB", False, 1.0),
     Row("MEM", "worker_growth_mib", "MEM worker RSS growth over the calls", "MiB", False, 1.0),
@@ -89,6 +115,8 @@ def ratios(summary: dict[str, Any], impls: list[str]) -> dict[str, dict[str, flo
         for row in ROWS:
             floor = _cell(summary, FLOOR, row, floor=True)
             mine = _cell(summary, impl, row, floor=impl == FLOOR)
+            if row.floor_metric:
+                floor = summary.get(impl, {}).get(row.workload, {}).get(row.floor_metric)
             ratio = None
             if floor and mine and abs(floor["median"]) > max(row.min_floor, 1e-12):
                 ratio = mine["median"] / floor["median"]

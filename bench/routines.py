@@ -31,3 +31,20 @@ async def count_ahead(n: int) -> AsyncIterator[int]:
     """Yield 0 .. n-1 with a read-ahead window of 256 items (W4W)."""
     for i in range(n):
         yield i
+
+
+def double(x: int) -> int:
+    """Twice x: the trivial item of W7, for ProcessPoolExecutor.map."""
+    return 2 * x
+
+
+@distaff.routine
+def double_plain(x: int) -> int:
+    """Twice x, as a plain-def routine (runs in a worker thread): W7."""
+    return 2 * x
+
+
+@distaff.routine
+async def double_async(x: int) -> int:
+    """Twice x, as a coroutine routine: W7's second distaff figure."""
+    return 2 * x

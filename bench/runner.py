@@ -478,12 +478,66 @@ async def mem_growth(t: Any, p: dict[str, int]) -> dict[str, float]:
     }
 
 
+# ProcessPoolExecutor.map is tried with each of these; W7 reports its best
+PPE_CHUNKSIZES = (64, 256, 1024, 4096, 16384)
+
+
+async def _distaff_map_rate(fn: Any, items: int) -> float:
+    import distaff
+
+    started = time.perf_counter()
+    total = 0
+    async for value in distaff.map(fn, range(items)):
+        total += value
+    elapsed = time.perf_counter() - started
+    if total != items * (items - 1):
+        raise AssertionError(f"distaff.map summed to {total}, expected {items * (items - 1)}")
+    return items / elapsed
+
+
+def _ppe_rate(executor: Any, fn: Any, items: int, chunksize: int) -> float:
+    started = time.perf_counter()
+    total = sum(executor.map(fn, range(items), chunksize=chunksize))
+    elapsed = time.perf_counter() - started
+    if total != items * (items - 1):
+        raise AssertionError(f"executor.map summed to {total}, expected {items * (items - 1)}")
+    return items / elapsed
+
+
+async def w7_map(t: Any, p: dict[str, int]) -> dict[str, float]:
+    """100,000 trivial items: distaff.map (auto chunks) vs ProcessPoolExecutor.map."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from . import routines
+
+    items = p["items"]
+    for fn in (routines.double_plain, routines.double_async):
+        await _distaff_map_rate(fn, p["warmup"])
+    plain = max([await _distaff_map_rate(routines.double_plain, items) for _ in range(2)])
+    coroutine = max([await _distaff_map_rate(routines.double_async, items) for _ in range(2)])
+    # spawn, not fork: this process runs gRPC threads
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=t.spawn, mp_context=context) as executor:
+        _ppe_rate(executor, routines.double, p["warmup"], 64)
+        rates = {c: _ppe_rate(executor, routines.double, items, c) for c in PPE_CHUNKSIZES}
+    best = max(rates, key=rates.__getitem__)
+    return {
+        "items_per_s": plain,
+        "async_items_per_s": coroutine,
+        "ppe_items_per_s": rates[best],
+        "ppe_best_chunksize": float(best),
+        "ratio_to_ppe": plain / rates[best],
+    }
+
+
 WORKLOAD_FUNCTIONS: dict[str, Callable[..., Awaitable[dict[str, float]]]] = {
     "W1": w1_latency,
     "W2": w2_throughput,
     "W3": w3_payload,
     "W4": w4_streaming,
     "W4W": functools.partial(w4_streaming, ahead=True),
+    "W7": w7_map,
     "MEM": mem_growth,
 }
 

@@ -41,3 +41,36 @@ def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Pa
     assert all(run["ok"] for run in runs), [r for r in runs if not r["ok"]]
     assert not any(run.get("leftover_processes") for run in runs)
     assert report["ratios_to_grpc"], "no ratios to the grpc floor"
+
+
+def test_quick_w7_compares_distaff_map_with_the_process_pool(tmp_path: pathlib.Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--reps",
+            "1",
+            "--no-peer",
+            "--only",
+            "W7",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    (run,) = report["runs"]
+    assert run["ok"], run
+    assert not run.get("leftover_processes")
+    metrics = run["metrics"]
+    assert metrics["items_per_s"] > 0
+    assert metrics["ppe_items_per_s"] > 0
+    assert metrics["ratio_to_ppe"] == metrics["items_per_s"] / metrics["ppe_items_per_s"]
+    assert "W7 ProcessPoolExecutor.map" in (tmp_path / "latest.md").read_text()

@@ -2,7 +2,8 @@
 
 Layout (dependencies point down):
 
-    runtime/        what users touch: routine, Task, WorkerPool, contexts;
+    runtime/        what users touch: routine, Task, WorkerPool, contexts,
+                    map/as_completed;
                     the worker process and service; discovery backends
     proxy/          WorkerProxy (membership + dispatch loop), the per-worker
                     WorkerConnection, LoadBalancerContext
@@ -81,6 +82,8 @@ from .proxy.proxy import WorkerProxy as WorkerProxy
 from .runtime.context import RuntimeContext as RuntimeContext
 from .runtime.context import current_task as current_task
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
+from .runtime.fanout import as_completed as as_completed
+from .runtime.fanout import map as map
 from .runtime.pool import WorkerPool as WorkerPool
 from .runtime.routine import routine as routine
 from .serialization.metadata import WorkerMetadata as WorkerMetadata
@@ -116,7 +119,9 @@ __all__ = [
     "WorkerProxy",
     "WorkerStartError",
     "__version__",
+    "as_completed",
     "current_task",
+    "map",
     "routine",
 ]
 

@@ -7,7 +7,7 @@ import os
 import pathlib
 import threading
 import traceback
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -104,11 +104,12 @@ async def test_methods_run_remotely(pool: distaff.WorkerPool) -> None:
     assert [i async for i in counter.upto(13)] == [10, 11, 12]
 
 
-def test_plain_function_is_rejected_at_decoration() -> None:
-    def plain() -> None: ...
+def test_plain_generator_is_rejected_at_decoration_with_the_fix() -> None:
+    def numbers() -> Iterator[int]:
+        yield 1
 
-    with pytest.raises(TypeError, match="async def"):
-        distaff.routine(plain)
+    with pytest.raises(TypeError, match="'async def' with 'yield'"):
+        distaff.routine(numbers)
 
 
 def test_classmethod_inside_routine_is_rejected_with_the_fix() -> None:

@@ -483,3 +483,62 @@ def test_exception_from_another_process_round_trips() -> None:
     text = formatted(decoded)
     assert 'File "<string>"' in text
     assert "in fail_in_child" in text
+
+
+def _raised(error: BaseException) -> BaseException:
+    try:
+        raise error
+    except BaseException as caught:
+        return caught
+
+
+def test_exception_group_members_keep_their_tracebacks_and_chains() -> None:
+    cause = _raised(KeyError("k"))
+    member = _raised(ValueError("v"))
+    member.__cause__ = cause
+    group = _raised(ExceptionGroup("both", [member, _raised(OSError(2, "gone"))]))
+
+    decoded = decode_exception(encode_exception(group))
+
+    assert isinstance(decoded, ExceptionGroup)
+    first, second = decoded.exceptions
+    assert isinstance(first, ValueError)
+    assert isinstance(first.__cause__, KeyError)
+    assert isinstance(second, OSError)
+    assert [f.name for f in traceback.extract_tb(first.__traceback__)] == ["_raised"]
+    assert [f.name for f in traceback.extract_tb(second.__traceback__)] == ["_raised"]
+
+
+def test_origin_adds_a_marker_frame_and_no_column_carets() -> None:
+    error = _raised(ValueError("v"))
+
+    decoded = decode_exception(encode_exception(error), origin="10.0.0.5:7400")
+
+    text = "".join(traceback.format_exception(decoded))
+    frames = traceback.extract_tb(decoded.__traceback__)
+    assert frames[0].filename == "<distaff worker 10.0.0.5:7400>"
+    assert frames[1].name == "_raised"
+    assert "raise error" in text
+    assert "^" not in text
+
+
+def test_distaff_frames_are_dropped_unless_the_switch_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from distaff.serialization import tracebacks
+
+    def raise_in_distaff() -> BaseException:
+        code = compile("raise ValueError('inside')", tracebacks.PACKAGE_DIR + "fake.py", "exec")
+        try:
+            exec(code)
+        except ValueError as caught:
+            return caught
+        raise AssertionError("unreachable")
+
+    encoded = encode_exception(raise_in_distaff())
+
+    shown = traceback.extract_tb(decode_exception(encoded).__traceback__)
+    monkeypatch.setenv("DISTAFF_TRACEBACK_INTERNALS", "1")
+    kept = traceback.extract_tb(decode_exception(encoded).__traceback__)
+    assert [f.name for f in shown] == ["raise_in_distaff"]
+    assert [f.name for f in kept] == ["raise_in_distaff", "<module>"]

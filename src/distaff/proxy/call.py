@@ -17,6 +17,7 @@ class CallLink(Protocol):
     """What a call needs of the session driver that carries it."""
 
     target: str
+    error: RpcError | None  # why the stream ended, once it has
 
     def step(self, call: int, kind: int, payload: bytes = b"", credit: int = 0) -> None:
         """Queue a step frame for ``call``."""
@@ -111,7 +112,7 @@ class RemoteCall:
         if isinstance(event, s.Done):
             raise StopAsyncIteration
         if isinstance(event, s.Failed):
-            raise decode_exception(event.payload)
+            raise decode_exception(event.payload, origin=self._link.target)
         if isinstance(event, s.Lost):
             raise self._lost_error()
         raise RpcError(StatusCode.INTERNAL, f"unexpected {event!r}", self._link.target)
@@ -119,6 +120,13 @@ class RemoteCall:
     def _lost_error(self) -> RpcError:
         if self.closed_by is not None:
             return RpcError(StatusCode.CANCELLED, self.closed_by, self._link.target)
+        ended = self._link.error
+        if ended is not None and ended.code is StatusCode.CANCELLED:  # closed on this side
+            return RpcError(
+                StatusCode.CANCELLED,
+                "this caller closed the connection (its pool or proxy stopped) while the call ran",
+                self._link.target,
+            )
         return WorkerLostError(
             StatusCode.UNAVAILABLE,
             "the connection was lost while the call ran; it may have run (it is not retried)",
@@ -188,7 +196,7 @@ class RemoteCall:
         while True:
             event = await self._next()
             if isinstance(event, s.Failed):
-                raise decode_exception(event.payload)
+                raise decode_exception(event.payload, origin=self._link.target)
             if isinstance(event, s.FINAL):  # done, or lost: nothing left to close
                 return
 

@@ -1,4 +1,4 @@
-"""``@routine``: make an ``async def`` run on a worker when called."""
+"""``@routine``: make a function run on a worker when called."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ..serialization.task import Task
+from ..serialization.tracebacks import trim_traceback
 from .context import (
     current_proxy,
     current_task_var,
@@ -20,6 +21,7 @@ from .context import (
     remaining,
     tightest,
 )
+from .retry import RetryPolicy, with_retries
 from .streams import RemoteGenerator
 
 P = ParamSpec("P")
@@ -33,6 +35,22 @@ class _Options:
     timeout: float | None = None
     dispatch_timeout: float | None = None
     window: int = 0
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutineInfo:
+    """What ``@routine`` knows about a routine; ``routine_info`` returns it."""
+
+    body: Callable[..., Any]
+    options: _Options
+    generator: bool
+
+
+def routine_info(fn: object) -> RoutineInfo | None:
+    """The routine behind ``fn`` (a routine, or a method bound from one), or None."""
+    info = getattr(getattr(fn, "__func__", fn), "__distaff_routine__", None)
+    return info if isinstance(info, RoutineInfo) else None
 
 
 def _new_task(
@@ -82,36 +100,72 @@ async def _close(stream: AsyncIterator[Any]) -> None:
         await aclose()
 
 
-def _coroutine_routine(
-    body: Callable[P, Coroutine[Any, Any, R]], options: _Options
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    @functools.wraps(body)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        task = _new_task(body, args, kwargs, False, options)
-        deadline = None if task.timeout is None else time.monotonic() + task.timeout
-        stream = await _dispatch(task)
-        try:
-            if deadline is None:
-                result: R = await anext(stream)
-            else:
-                async with _bound(deadline):
-                    result = await anext(stream)
-        finally:
-            await _close(stream)
-        return result
+async def run_task(task: Task) -> Any:
+    """Dispatch ``task`` (a coroutine call) once and return its result."""
+    deadline = None if task.timeout is None else time.monotonic() + task.timeout
+    stream = await _dispatch(task)
+    try:
+        if deadline is None:
+            return await anext(stream)
+        async with _bound(deadline):
+            return await anext(stream)
+    finally:
+        await _close(stream)
 
+
+async def run_with_policy(task: Task, options: _Options) -> Any:
+    """Run ``task`` with the routine's retry policy."""
+    if options.retry.retries:
+        return await with_retries(task, options.retry, run_task)
+    return await run_task(task)
+
+
+def _coroutine_routine(
+    body: Callable[P, Any], options: _Options
+) -> Callable[P, Coroutine[Any, Any, Any]]:
+    @functools.wraps(body)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+        try:
+            return await run_with_policy(_new_task(body, args, kwargs, False, options), options)
+        except BaseException as error:
+            trim_traceback(error)
+            raise  # a bare raise adds no frame of ours to the traceback
+
+    call.__distaff_routine__ = RoutineInfo(body, options, False)  # type: ignore[attr-defined]
     return call
+
+
+async def _first_step(task: Task) -> tuple[Any, Any]:
+    """Dispatch a generator call and take its first item: ``(stream, item)``.
+
+    Raises StopAsyncIteration (stream closed) if the generator yields nothing.
+    """
+    deadline = None if task.timeout is None else time.monotonic() + task.timeout
+    stream: Any = await _dispatch(task)
+    try:
+        async with _bound(deadline):
+            return stream, await stream.asend(None)
+    except BaseException:
+        await stream.aclose()
+        raise
 
 
 def _generator_routine(
     body: Callable[P, AsyncGenerator[Y, S]], options: _Options
 ) -> Callable[P, AsyncGenerator[Y, S]]:
+    async def first_step(task: Task) -> tuple[Any, Any]:
+        # retries, when enabled, cover the call until its first item only
+        if options.retry.retries:
+            return await with_retries(task, options.retry, _first_step)
+        return await _first_step(task)
+
     @functools.wraps(body)
     def call(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Y, S]:
         return RemoteGenerator(
-            lambda: _new_task(body, args, kwargs, True, options), _dispatch, _bound
+            lambda: _new_task(body, args, kwargs, True, options), first_step, _bound
         )
 
+    call.__distaff_routine__ = RoutineInfo(body, options, True)  # type: ignore[attr-defined]
     return call
 
 
@@ -121,14 +175,23 @@ def _wrap(fn: Callable[P, Any], options: _Options) -> Callable[P, Any]:
             f"@routine must be applied under @{type(fn).__name__}: "
             "put the built-in decorator outermost"
         )
+    name = getattr(fn, "__qualname__", repr(fn))
     if inspect.isasyncgenfunction(fn):
         return _generator_routine(fn, options)
+    if options.window:
+        raise TypeError(f"window= is for async generators; {name!r} is not one")
     if inspect.iscoroutinefunction(fn):
         return _coroutine_routine(fn, options)
-    name = getattr(fn, "__qualname__", repr(fn))
+    if inspect.isgeneratorfunction(fn):
+        raise TypeError(
+            f"@routine takes 'async def' generators, not plain generators: make {name!r} "
+            "an 'async def' with 'yield', or return a list"
+        )
+    if inspect.isfunction(fn) or inspect.isbuiltin(fn) or isinstance(fn, functools.partial):
+        return _coroutine_routine(fn, options)  # a plain def: runs in a worker thread
     raise TypeError(
-        f"@routine needs an 'async def' function or async generator; "
-        f"{name!r} is {type(fn).__name__}"
+        f"@routine needs a function ('def' or 'async def') or an async generator "
+        f"function; {name!r} is {type(fn).__name__}"
     )
 
 
@@ -139,12 +202,24 @@ def routine(
 
 
 @overload
-def routine(fn: Callable[P, AsyncGenerator[Y, S]]) -> Callable[P, AsyncGenerator[Y, S]]: ...
+def routine(  # type: ignore[overload-overlap]
+    fn: Callable[P, AsyncGenerator[Y, S]],
+) -> Callable[P, AsyncGenerator[Y, S]]: ...
+
+
+@overload
+def routine(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 @overload
 def routine(
-    *, timeout: float | None = None, dispatch_timeout: float | None = None, window: int = 0
+    *,
+    timeout: float | None = None,
+    dispatch_timeout: float | None = None,
+    window: int = 0,
+    retries: int = 0,
+    retry_on: tuple[type[Exception], ...] = (),
+    backoff: float | Callable[[int], float] = 0.1,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -154,21 +229,28 @@ def routine(
     timeout: float | None = None,
     dispatch_timeout: float | None = None,
     window: int = 0,
+    retries: int = 0,
+    retry_on: tuple[type[Exception], ...] = (),
+    backoff: float | Callable[[int], float] = 0.1,
 ) -> Any:
     """Make ``fn`` a routine: calling it runs the body on a pool worker.
 
-    ``fn`` is an ``async def`` coroutine or async generator function: plain, or
-    a method (with ``@classmethod``/``@staticmethod`` outermost). Calling the
-    routine returns a coroutine that dispatches when awaited, or an async
-    generator that dispatches on first iteration and supports ``asend``,
-    ``athrow`` and ``aclose``. Results, yielded values and exceptions (with
-    their type and traceback) come back as if the body had run locally.
+    ``fn`` is an ``async def`` coroutine function, an async generator
+    function, or a plain ``def``: plain, or a method (with
+    ``@classmethod``/``@staticmethod`` outermost). Calling the routine returns
+    a coroutine that dispatches when awaited (also for a plain ``def``: ``await
+    f(x)``), or an async generator that dispatches on first iteration and
+    supports ``asend``, ``athrow`` and ``aclose``. Results, yielded values and
+    exceptions (with their type and traceback) come back as if the body had
+    run locally. On the worker an ``async def`` runs on the event loop and a
+    plain ``def`` on a bounded thread pool, so it never blocks the loop.
 
     Use as ``@routine`` or ``@routine(timeout=..., dispatch_timeout=...)``:
     ``timeout`` bounds each call's run (tightened by any enclosing
     ``RuntimeContext`` deadline) and ``dispatch_timeout`` the time to reach a
     worker (a ``RuntimeContext`` value overrides it). Expiry raises
-    ``TimeoutError`` and cancels the remote work.
+    ``TimeoutError`` and cancels the remote work (a plain ``def`` already
+    running finishes in its thread; its result is dropped).
 
     ``window=N`` (async generators only) lets the worker run up to N items
     ahead of the caller, batching them on the wire: much faster streaming,
@@ -177,12 +259,23 @@ def routine(
     ``athrow`` raise TypeError). Without it, each item is one step driven by
     the caller, exactly like a local generator.
 
+    ``retries=N`` (for idempotent routines) runs a call again, up to N times,
+    when its worker went away mid-call or it raised one of ``retry_on``,
+    after a jittered exponential pause (``backoff`` seconds, doubling; or a
+    function of the 0-based attempt returning the pause), all within the
+    call's ``timeout``. ``current_task().attempt`` on the worker counts the
+    runs from 0. A generator is retried only until its first item arrives.
+    Without ``retries`` a call runs at most once.
+
     Raises:
-        TypeError: ``fn`` is not an async function or async generator function.
+        TypeError: ``fn`` is not a function, a plain generator function, or
+            ``retry_on`` holds something other than exception classes.
+        ValueError: a negative ``window``, ``retries`` or ``backoff``.
     """
     if window < 0:
         raise ValueError(f"window must be >= 0, not {window}")
-    options = _Options(timeout, dispatch_timeout, window)
+    retry = RetryPolicy(retries, tuple(retry_on), backoff)
+    options = _Options(timeout, dispatch_timeout, window, retry)
     if fn is None:
         return functools.partial(_wrap, options=options)
     return _wrap(fn, options)

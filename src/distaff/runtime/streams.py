@@ -12,10 +12,11 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from ..serialization.task import Task
+from ..serialization.tracebacks import trim_traceback
 
 Y = TypeVar("Y")
 S = TypeVar("S")
@@ -28,15 +29,15 @@ class RemoteGenerator(collections.abc.AsyncGenerator[Y, S], Generic[Y, S]):
         new_task: builds the task at the first step (so the ambient pool and
             deadlines are those in force when iteration starts, as for a local
             generator's body).
-        dispatch: sends the task; returns its RemoteCall.
+        first_step: sends the task and takes its first item: ``(stream, item)``.
         bound: makes a deadline context for one step.
     """
 
     __slots__ = (
         "_bound",
         "_deadline",
-        "_dispatch",
         "_finished",
+        "_first_step",
         "_new_task",
         "_running",
         "_stream",
@@ -46,11 +47,11 @@ class RemoteGenerator(collections.abc.AsyncGenerator[Y, S], Generic[Y, S]):
     def __init__(
         self,
         new_task: Callable[[], Task],
-        dispatch: Callable[[Task], Any],
+        first_step: Callable[[Task], Awaitable[tuple[Any, Any]]],
         bound: Callable[[float | None], contextlib.AbstractAsyncContextManager[Any]],
     ) -> None:
         self._new_task = new_task
-        self._dispatch = dispatch
+        self._first_step = first_step
         self._bound = bound
         self._stream: Any = None
         self._deadline: float | None = None
@@ -58,13 +59,14 @@ class RemoteGenerator(collections.abc.AsyncGenerator[Y, S], Generic[Y, S]):
         self._running = False
         self._window = 0
 
-    async def _start(self) -> Any:
+    async def _start(self) -> Y:
         task = self._new_task()
         self._window = task.window
         if task.timeout is not None:
             self._deadline = time.monotonic() + task.timeout
-        async with self._bound(self._deadline):
-            return await self._dispatch(task)
+        self._stream, value = await self._first_step(task)
+        result: Y = value
+        return result
 
     async def _drive(self, step: Callable[[Any], Any]) -> Y:
         if self._running:
@@ -72,12 +74,13 @@ class RemoteGenerator(collections.abc.AsyncGenerator[Y, S], Generic[Y, S]):
         self._running = True
         try:
             if self._stream is None:
-                self._stream = await self._start()
+                return await self._start()
             async with self._bound(self._deadline):
                 value: Y = await step(self._stream)
             return value
-        except BaseException:
+        except BaseException as error:
             await self._finish()
+            trim_traceback(error)
             raise
         finally:
             self._running = False

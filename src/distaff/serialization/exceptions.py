@@ -7,15 +7,19 @@ The wire form is a msgpack map (schema version 1)::
     record = {"type": str,                "module.QualName" of the class
               "message": str,             str() of the exception
               "text": str,                traceback.format_exception(chain=False)
-              "frames": [[file, function, line], ...],   outermost first
+              "frames": [[file, function, line, internal], ...],  outermost
+                                          first; internal: a frame of distaff
+              "members": [int, ...]       (exception groups) indices of the
+                                          group's exceptions, in order
               "pickle": bytes | None,     cloudpickle of (exception, __dict__)
               "parts": bytes | None,      cloudpickle of (class, args, __dict__)
               "cause": int | None,        index into chain
               "context": int | None,      index into chain
               "suppress": bool}           __suppress_context__
 
-Each distinct exception of the chain (a graph, possibly cyclic) appears once,
-by identity.  The type, message and text travel next to the pickle so either
+Each distinct exception of the chain (a graph, possibly cyclic), and of the
+groups in it, appears once, by identity.  The type, message and text travel
+next to the pickle so either
 side can build a ``RemoteException`` stand-in when the pickle cannot be made
 or cannot be loaded.
 """
@@ -23,14 +27,15 @@ or cannot be loaded.
 from __future__ import annotations
 
 import traceback
-from types import NoneType, SimpleNamespace, TracebackType
+from types import NoneType, TracebackType
 from typing import Any
 
 import cloudpickle
 import msgpack
-from tblib import Traceback
 
 from distaff._exceptions import RemoteException, SerializationError
+
+from .tracebacks import build_traceback, is_internal, keep_internals, marker
 
 SCHEMA_VERSION = 1
 
@@ -62,7 +67,8 @@ def encode_exception(exc: BaseException) -> bytes:
     index = {id(exc): 0}
     # Iterative walk: chains can be long and may loop back on themselves.
     for member in chain:
-        for link in (member.__cause__, member.__context__):
+        grouped = member.exceptions if isinstance(member, BaseExceptionGroup) else ()
+        for link in (member.__cause__, member.__context__, *grouped):
             if link is not None and id(link) not in index:
                 index[id(link)] = len(chain)
                 chain.append(link)
@@ -71,11 +77,13 @@ def encode_exception(exc: BaseException) -> bytes:
     return msgpack.packb(envelope, use_bin_type=True, unicode_errors=_UNICODE_ERRORS)
 
 
-def decode_exception(data: bytes) -> BaseException:
+def decode_exception(data: bytes, *, origin: str | None = None) -> BaseException:
     """Rebuild the exception encoded by ``encode_exception``.
 
-    Returns the original class with its args, ``__dict__``, chain and a real
-    traceback of the remote frames.  A member whose pickle does not load here
+    Returns the original class with its args, ``__dict__``, chain, group
+    members and a real traceback of the remote frames (distaff's own left
+    out unless ``DISTAFF_TRACEBACK_INTERNALS=1``), headed by a marker frame
+    naming ``origin`` (the worker's address) when given.  A member whose pickle does not load here
     (missing module, ``__init__`` at odds with ``args``...) becomes a
     ``RemoteException`` carrying its type name, message and remote traceback.
 
@@ -87,7 +95,17 @@ def decode_exception(data: bytes) -> BaseException:
     except Exception as exc:
         raise SerializationError(f"not an encoded exception: {exc}") from exc
     records = _check_envelope(envelope)
-    chain = [_decode_one(record) for record in records]
+    head = [marker(origin)] if origin else []
+    internals = keep_internals()
+    chain: list[BaseException] = []
+    grouped: dict[int, BaseException] = {}  # member index -> the group's own object
+    for index, record in enumerate(records):
+        member = grouped.get(index)
+        if member is None or type(member).__qualname__ != record["type"].rpartition(".")[2]:
+            member = _decode_one(record)
+        member.__traceback__ = _rebuild_traceback(record["frames"], head, internals)
+        chain.append(member)
+        _note_members(member, record, grouped)
     by_index: dict[int | None, BaseException] = dict(enumerate(chain))
     for member, record in zip(chain, records, strict=True):
         # Assigned even when None, in case unpickling set them; and
@@ -96,6 +114,17 @@ def decode_exception(data: bytes) -> BaseException:
         member.__context__ = by_index.get(record["context"])
         member.__suppress_context__ = record["suppress"]
     return chain[0]
+
+
+def _note_members(
+    group: BaseException, record: dict[str, Any], grouped: dict[int, BaseException]
+) -> None:
+    """Pair a decoded group's own member objects with their records, by position."""
+    members = record.get("members")
+    if isinstance(group, BaseExceptionGroup) and members and len(members) == len(group.exceptions):
+        for member_index, member in zip(members, group.exceptions, strict=True):
+            if isinstance(member_index, int):
+                grouped.setdefault(member_index, member)
 
 
 def _encode_one(exc: BaseException, index: dict[int, int]) -> dict[str, Any]:
@@ -121,12 +150,14 @@ def _encode_one(exc: BaseException, index: dict[int, int]) -> dict[str, Any]:
         parts: bytes | None = cloudpickle.dumps((cls, exc.args, exc.__dict__))
     except Exception:
         parts = None
-    # tblib's as_dict() recurses once per frame and overflows on the very
+    # a recursive traceback walk would overflow on the very
     # traceback a RecursionError carries, so frames travel as a flat list.
     frames = [
-        [frame.f_code.co_filename, frame.f_code.co_name, lineno or 0]
+        [name, frame.f_code.co_name, lineno or 0, is_internal(name)]
         for frame, lineno in traceback.walk_tb(exc.__traceback__)
+        for name in (frame.f_code.co_filename,)
     ]
+    grouped = exc.exceptions if isinstance(exc, BaseExceptionGroup) else None
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": message,
@@ -137,6 +168,7 @@ def _encode_one(exc: BaseException, index: dict[int, int]) -> dict[str, Any]:
         "cause": None if exc.__cause__ is None else index[id(exc.__cause__)],
         "context": None if exc.__context__ is None else index[id(exc.__context__)],
         "suppress": exc.__suppress_context__,
+        "members": None if grouped is None else [index[id(m)] for m in grouped],
     }
 
 
@@ -146,7 +178,6 @@ def _decode_one(record: dict[str, Any]) -> BaseException:
         exc = _rebuild(record["parts"])
     if exc is None:
         exc = RemoteException(record["type"], record["message"], record["text"])
-    exc.__traceback__ = _rebuild_traceback(record["frames"])
     return exc
 
 
@@ -174,21 +205,20 @@ def _rebuild(parts: bytes | None) -> BaseException | None:
     return exc if isinstance(exc, BaseException) else None
 
 
-def _rebuild_traceback(frames: list[Any]) -> TracebackType | None:
-    # tblib.Traceback accepts any object shaped like a traceback and walks it
-    # without recursion (unlike Traceback.from_dict).
+def _rebuild_traceback(
+    frames: list[Any], head: list[tuple[str, str, int]], internals: bool
+) -> TracebackType | None:
     if not frames:
         return None
-    head = None
     try:
-        for filename, function, lineno in reversed(frames):
-            code = SimpleNamespace(co_filename=filename, co_name=function)
-            frame = SimpleNamespace(f_globals={}, f_code=code, f_lineno=lineno)
-            head = SimpleNamespace(tb_frame=frame, tb_lineno=lineno, tb_next=head)
-        rebuilt: TracebackType = Traceback(head).as_traceback()
+        shown = [
+            (str(frame[0]), str(frame[1]), int(frame[2]))
+            for frame in frames
+            if internals or not (len(frame) > 3 and frame[3])
+        ]
+        return build_traceback(head + shown)
     except Exception as exc:
         raise SerializationError(f"encoded exception has bad frames: {exc}") from exc
-    return rebuilt
 
 
 def _check_envelope(envelope: Any) -> list[dict[str, Any]]:
@@ -209,4 +239,5 @@ def _well_formed(record: Any, size: int) -> bool:
         isinstance(record, dict)
         and all(isinstance(record.get(k, ...), t) for k, t in _RECORD_FIELDS.items())
         and all(i is None or 0 <= i < size for i in (record["cause"], record["context"]))
+        and isinstance(record.get("members"), (list, NoneType))
     )

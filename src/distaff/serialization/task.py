@@ -35,6 +35,14 @@ def new_task_id() -> str:
 _routine_blobs: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = weakref.WeakKeyDictionary()
 
 
+def routine_blob(body: Callable[..., Any]) -> bytes:
+    """The encoded routine ``body``, pickled once per body."""
+    blob = _routine_blobs.get(body)
+    if blob is None:
+        blob = _routine_blobs[body] = encode_routine(body)
+    return blob
+
+
 @dataclasses.dataclass(eq=False)
 class Task:
     """One call of a routine.
@@ -52,6 +60,8 @@ class Task:
             of the caller's pulls (0: strictly one per pull).
         proxy: the proxy that dispatches it (a ``WorkerProxy``); it ships
             along for nested calls.
+        attempt: which run of the call this is, counted from 0; above 0 only
+            for routines with ``retries`` (see ``routine``).
     """
 
     callable: Callable[..., Any]
@@ -64,6 +74,7 @@ class Task:
     generator: bool = False
     window: int = 0
     proxy: Any = dataclasses.field(default=None, repr=False)
+    attempt: int = 0
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
     _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
@@ -75,15 +86,28 @@ class Task:
                 names it. No worker has been contacted yet.
         """
         if self._encoded is None:
-            blob = _routine_blobs.get(self.callable)
-            if blob is None:
-                blob = _routine_blobs[self.callable] = encode_routine(self.callable)
+            blob = routine_blob(self.callable)
             name = getattr(self.callable, "__qualname__", repr(self.callable))
             self._encoded = (
                 blob,
                 encode_arguments(self.args, self.kwargs, routine=name),
             )
         return self._encoded
+
+    def next_attempt(self, timeout: float | None) -> Task:
+        """The next run of this call: a new id, ``attempt + 1``, the same pickles."""
+        dispatch_timeout = self.dispatch_timeout
+        if timeout is not None and dispatch_timeout is not None:
+            dispatch_timeout = min(dispatch_timeout, timeout)
+        task = dataclasses.replace(
+            self,
+            id=new_task_id(),
+            attempt=self.attempt + 1,
+            timeout=timeout,
+            dispatch_timeout=dispatch_timeout,
+        )
+        task._encoded = self._encoded
+        return task
 
     def start_fields(self) -> StartFields:
         """Everything the Start frame carries, encoded (pickling happens here).
@@ -110,6 +134,7 @@ class Task:
             dispatch_timeout=self.dispatch_timeout or 0.0,
             generator=self.generator,
             window=self.window,
+            attempt=self.attempt,
         )
         return self._fields
 
@@ -135,4 +160,5 @@ class Task:
             generator=start.generator,
             window=start.window,
             proxy=proxy,
+            attempt=start.attempt,
         )

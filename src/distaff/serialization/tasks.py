@@ -8,10 +8,13 @@ values always go through cloudpickle.
 
 from __future__ import annotations
 
+import collections
 import importlib
+import io
 import pickle
+import types
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import cloudpickle
 
@@ -48,17 +51,40 @@ def _reference(body: Callable[..., Any]) -> bytes | None:
     return _BY_REFERENCE + f"{module}:{qualname}".encode()
 
 
+def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a code object, with the real file name kept.
+
+    cloudpickle writes ``<dynamic-code>`` instead, which leaves remote
+    tracebacks of functions shipped by value without file names.
+    """
+    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
+    args = tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
+    return constructor, args
+
+
+class _KeepFilenames(cloudpickle.Pickler):  # type: ignore[misc]
+    dispatch_table: ClassVar[Mapping[Any, Any]] = collections.ChainMap(
+        {types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def _dumps_by_value(obj: Any) -> bytes:
+    if not hasattr(cloudpickle.cloudpickle, "_code_reduce"):  # another cloudpickle
+        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    buffer = io.BytesIO()
+    _KeepFilenames(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
 def encode_routine(body: Callable[..., Any]) -> bytes:
     """Encode a routine's body once; callers cache the result per routine."""
     blob = _reference(body)
     if blob is not None:
         return blob
     try:
-        # cloudpickle renames the code's file to "<dynamic-code>"; the real
-        # name travels along so remote tracebacks point at the source
+        # the real file names travel along so remote tracebacks point at the source
         filename = getattr(getattr(body, "__code__", None), "co_filename", "")
-        pickled = cloudpickle.dumps((body, filename), protocol=pickle.HIGHEST_PROTOCOL)
-        return _BY_VALUE + bytes(pickled)
+        return _BY_VALUE + _dumps_by_value((body, filename))
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle routine {body.__qualname__!r} by value: {exc}"

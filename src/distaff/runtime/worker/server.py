@@ -24,6 +24,7 @@ from ...serialization.metadata import WorkerMetadata
 from ...serialization.rpc import add_worker_service
 from ...serialization.wire import MAX_MESSAGE_BYTES
 from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
+from .monitor import LoopMonitor, threshold_from_env
 from .proxies import ProxyRegistry
 from .service import WorkerService
 
@@ -141,11 +142,16 @@ class Worker:
             )
             self._service.address = self.metadata.address
             await self._publish(DiscoveryEventType.WORKER_ADDED)
+            monitor = LoopMonitor(threshold_from_env())
             ready(self.metadata)
-            async with asyncio.TaskGroup() as group:
-                reaper = group.create_task(self._stop_idle_proxies())
-                await self._stop.wait()
-                reaper.cancel()
+            monitor.start()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    reaper = group.create_task(self._stop_idle_proxies())
+                    await self._stop.wait()
+                    reaper.cancel()
+            finally:
+                monitor.stop()
             self._service.refuse_new_calls()
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
             await self._service.drain(config.grace)

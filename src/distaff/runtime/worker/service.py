@@ -26,6 +26,7 @@ from ...serialization.tasks import decode_arguments, decode_routine, dumps, load
 from ...serialization.wire import Envelope, Pump, Start, StepKind, StopReply, StopRequest
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
+from .execute import invoke
 from .proxies import ProxyRegistry
 
 log = logging.getLogger(__name__)
@@ -243,10 +244,10 @@ class WorkerService:
                     await self._drive(call_id, task, call.steps, served)
                 return
             if task.timeout is None:
-                result = await task.callable(*task.args, **task.kwargs)
+                result = await invoke(task)
             else:
                 async with asyncio.timeout(task.timeout):
-                    result = await task.callable(*task.args, **task.kwargs)
+                    result = await invoke(task)
             session.result(call_id, dumps(result, what="the result", of=task.callable))
         except asyncio.CancelledError:
             if call.stopped:  # not the caller's doing: tell it why

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rdistaff.proto\x12\ndistaff.v1\"-\n\x08\x45nvelope\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.distaff.v1.Frame\"\x81\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\x02 \x01(\x0b\x32\x11.distaff.v1.HelloH\x00\x12\"\n\x05start\x18\x03 \x01(\x0b\x32\x11.distaff.v1.StartH\x00\x12 \n\x04step\x18\x04 \x01(\x0b\x32\x10.distaff.v1.StepH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.distaff.v1.CancelH\x00\x12\x1e\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x0f.distaff.v1.AckH\x00\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x11.distaff.v1.ValueH\x00\x12 \n\x04\x64one\x18\x08 \x01(\x0b\x32\x10.distaff.v1.DoneH\x00\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x11.distaff.v1.ErrorH\x00\x12$\n\x06reject\x18\n \x01(\x0b\x32\x12.distaff.v1.RejectH\x00\x12\"\n\x05\x64rain\x18\x0b \x01(\x0b\x32\x11.distaff.v1.DrainH\x00\x42\x06\n\x04kind\"\'\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\"\xbb\x01\n\x05Start\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0f\n\x07routine\x18\x03 \x01(\x0c\x12\x11\n\targuments\x18\x04 \x01(\x0c\x12\x10\n\x08proxy_id\x18\x05 \x01(\t\x12\r\n\x05proxy\x18\x06 \x01(\x0c\x12\x0f\n\x07timeout\x18\x07 \x01(\x01\x12\x11\n\tgenerator\x18\x08 \x01(\x08\x12\x0e\n\x06window\x18\t \x01(\r\x12\x18\n\x10\x64ispatch_timeout\x18\n \x01(\x01\"K\n\x04Step\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.distaff.v1.StepKind\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"\x08\n\x06\x43\x61ncel\"\x05\n\x03\x41\x63k\"\x18\n\x05Value\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x06\n\x04\x44one\"\x18\n\x05\x45rror\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x18\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x07\n\x05\x44rain\"\x1c\n\x0bStopRequest\x12\r\n\x05grace\x18\x01 \x01(\x01\"\x1e\n\tStopReply\x12\x11\n\tcancelled\x18\x01 \x01(\r*Y\n\x08StepKind\x12\r\n\tSTEP_NEXT\x10\x00\x12\r\n\tSTEP_SEND\x10\x01\x12\x0e\n\nSTEP_THROW\x10\x02\x12\x0e\n\nSTEP_CLOSE\x10\x03\x12\x0f\n\x0bSTEP_CREDIT\x10\x04\x32{\n\x06Worker\x12\x39\n\x07Session\x12\x14.distaff.v1.Envelope\x1a\x14.distaff.v1.Envelope(\x01\x30\x01\x12\x36\n\x04Stop\x12\x17.distaff.v1.StopRequest\x1a\x15.distaff.v1.StopReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rdistaff.proto\x12\ndistaff.v1\"-\n\x08\x45nvelope\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.distaff.v1.Frame\"\x81\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\x02 \x01(\x0b\x32\x11.distaff.v1.HelloH\x00\x12\"\n\x05start\x18\x03 \x01(\x0b\x32\x11.distaff.v1.StartH\x00\x12 \n\x04step\x18\x04 \x01(\x0b\x32\x10.distaff.v1.StepH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.distaff.v1.CancelH\x00\x12\x1e\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x0f.distaff.v1.AckH\x00\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x11.distaff.v1.ValueH\x00\x12 \n\x04\x64one\x18\x08 \x01(\x0b\x32\x10.distaff.v1.DoneH\x00\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x11.distaff.v1.ErrorH\x00\x12$\n\x06reject\x18\n \x01(\x0b\x32\x12.distaff.v1.RejectH\x00\x12\"\n\x05\x64rain\x18\x0b \x01(\x0b\x32\x11.distaff.v1.DrainH\x00\x42\x06\n\x04kind\"\'\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\"\xcc\x01\n\x05Start\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0f\n\x07routine\x18\x03 \x01(\x0c\x12\x11\n\targuments\x18\x04 \x01(\x0c\x12\x10\n\x08proxy_id\x18\x05 \x01(\t\x12\r\n\x05proxy\x18\x06 \x01(\x0c\x12\x0f\n\x07timeout\x18\x07 \x01(\x01\x12\x11\n\tgenerator\x18\x08 \x01(\x08\x12\x0e\n\x06window\x18\t \x01(\r\x12\x18\n\x10\x64ispatch_timeout\x18\n \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\r\"K\n\x04Step\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.distaff.v1.StepKind\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"\x08\n\x06\x43\x61ncel\"\x05\n\x03\x41\x63k\"\x18\n\x05Value\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x06\n\x04\x44one\"\x18\n\x05\x45rror\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x18\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x07\n\x05\x44rain\"\x1c\n\x0bStopRequest\x12\r\n\x05grace\x18\x01 \x01(\x01\"\x1e\n\tStopReply\x12\x11\n\tcancelled\x18\x01 \x01(\r*Y\n\x08StepKind\x12\r\n\tSTEP_NEXT\x10\x00\x12\r\n\tSTEP_SEND\x10\x01\x12\x0e\n\nSTEP_THROW\x10\x02\x12\x0e\n\nSTEP_CLOSE\x10\x03\x12\x0f\n\x0bSTEP_CREDIT\x10\x04\x32{\n\x06Worker\x12\x39\n\x07Session\x12\x14.distaff.v1.Envelope\x1a\x14.distaff.v1.Envelope(\x01\x30\x01\x12\x36\n\x04Stop\x12\x17.distaff.v1.StopRequest\x1a\x15.distaff.v1.StopReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'distaff_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STEPKIND']._serialized_start=946
-  _globals['_STEPKIND']._serialized_end=1035
+  _globals['_STEPKIND']._serialized_start=963
+  _globals['_STEPKIND']._serialized_end=1052
   _globals['_ENVELOPE']._serialized_start=29
   _globals['_ENVELOPE']._serialized_end=74
   _globals['_FRAME']._serialized_start=77
@@ -40,27 +40,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=464
   _globals['_HELLO']._serialized_end=503
   _globals['_START']._serialized_start=506
-  _globals['_START']._serialized_end=693
-  _globals['_STEP']._serialized_start=695
-  _globals['_STEP']._serialized_end=770
-  _globals['_CANCEL']._serialized_start=772
-  _globals['_CANCEL']._serialized_end=780
-  _globals['_ACK']._serialized_start=782
-  _globals['_ACK']._serialized_end=787
-  _globals['_VALUE']._serialized_start=789
-  _globals['_VALUE']._serialized_end=813
-  _globals['_DONE']._serialized_start=815
-  _globals['_DONE']._serialized_end=821
-  _globals['_ERROR']._serialized_start=823
-  _globals['_ERROR']._serialized_end=847
-  _globals['_REJECT']._serialized_start=849
-  _globals['_REJECT']._serialized_end=873
-  _globals['_DRAIN']._serialized_start=875
-  _globals['_DRAIN']._serialized_end=882
-  _globals['_STOPREQUEST']._serialized_start=884
-  _globals['_STOPREQUEST']._serialized_end=912
-  _globals['_STOPREPLY']._serialized_start=914
-  _globals['_STOPREPLY']._serialized_end=944
-  _globals['_WORKER']._serialized_start=1037
-  _globals['_WORKER']._serialized_end=1160
+  _globals['_START']._serialized_end=710
+  _globals['_STEP']._serialized_start=712
+  _globals['_STEP']._serialized_end=787
+  _globals['_CANCEL']._serialized_start=789
+  _globals['_CANCEL']._serialized_end=797
+  _globals['_ACK']._serialized_start=799
+  _globals['_ACK']._serialized_end=804
+  _globals['_VALUE']._serialized_start=806
+  _globals['_VALUE']._serialized_end=830
+  _globals['_DONE']._serialized_start=832
+  _globals['_DONE']._serialized_end=838
+  _globals['_ERROR']._serialized_start=840
+  _globals['_ERROR']._serialized_end=864
+  _globals['_REJECT']._serialized_start=866
+  _globals['_REJECT']._serialized_end=890
+  _globals['_DRAIN']._serialized_start=892
+  _globals['_DRAIN']._serialized_end=899
+  _globals['_STOPREQUEST']._serialized_start=901
+  _globals['_STOPREQUEST']._serialized_end=929
+  _globals['_STOPREPLY']._serialized_start=931
+  _globals['_STOPREPLY']._serialized_end=961
+  _globals['_WORKER']._serialized_start=1054
+  _globals['_WORKER']._serialized_end=1177
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,7 @@ class StartFields:
     dispatch_timeout: float = 0.0
     generator: bool = False
     window: int = 0
+    attempt: int = 0
 
 
 # Events: what the driver learns from the session. ``owner`` is whatever the
@@ -232,6 +233,8 @@ class CallerSession:
             start.generator = True
         if fields.window:
             start.window = fields.window
+        if fields.attempt:
+            start.attempt = fields.attempt
         self._calls[call] = _Call(owner, fields.generator)
         self._queued.append(call)
         return call
