@@ -18,6 +18,7 @@ from ..balancers.base import DelegatingLoadBalancerLike, LoadBalancerLike
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..runtime.discovery.base import DiscoveryEventType, DiscoverySubscriberLike
 from ..serialization.metadata import WorkerMetadata
+from .admission import Admission, subscription
 from .call import RemoteCall
 from .connection import WorkerConnection
 from .context import LoadBalancerContext
@@ -83,6 +84,7 @@ class WorkerProxy:
         self.secure = credentials is not None if secure is None else secure
         self.credentials = credentials
         self._context = LoadBalancerContext()
+        self._admission = Admission()
         self.last_used = time.monotonic()  # of the latest dispatch
         self._delegating = True
         self._started = False
@@ -187,11 +189,15 @@ class WorkerProxy:
     # membership
 
     def _admits(self, metadata: WorkerMetadata) -> bool:
-        return self.tags <= metadata.tags and metadata.secure == self.secure
+        return (
+            self.tags <= metadata.tags
+            and metadata.secure == self.secure
+            and self._admission.admit(metadata)
+        )
 
     async def _supervise(self) -> None:
         try:
-            async for event in self._discovery:
+            async for event in subscription(self._discovery, self.credentials):
                 self._apply(event.type, event.metadata)
                 self._changed.set()
         except asyncio.CancelledError:
@@ -215,10 +221,13 @@ class WorkerProxy:
         if self.credentials is None:
             return WorkerConnection(metadata.address)
         return WorkerConnection(
-            metadata.address, credentials=self.credentials.channel_credentials()
+            metadata.address,
+            credentials=self.credentials.channel_credentials(),
+            options=self.credentials.channel_options(),
         )
 
     def _evict(self, metadata: WorkerMetadata) -> None:
+        self._admission.forget(metadata)
         connection = self._context.remove_worker(metadata)
         if connection is not None:
             # calls already running there finish; only new ones go elsewhere
@@ -258,6 +267,7 @@ class WorkerProxy:
             raise NoWorkersAvailable(
                 f"no worker joined the pool within {self.wait} s"
                 + (f" (tags {sorted(self.tags)})" if self.tags else "")
+                + self._admission.explain()
             ) from None
 
     async def _delegate_dispatch(self, task: Task, timeout: float | None) -> AsyncIterator[Any]:
@@ -266,7 +276,9 @@ class WorkerProxy:
             try:
                 metadata, connection = await anext(candidates)
             except StopAsyncIteration:
-                raise NoWorkersAvailable("the load balancer offered no worker") from None
+                raise NoWorkersAvailable(
+                    "the load balancer offered no worker" + self._admission.explain()
+                ) from None
             while True:
                 try:
                     stream = await connection.dispatch(task, timeout=timeout)
