@@ -78,6 +78,7 @@ from .runtime.discovery.base import (
     DiscoveryLike as DiscoveryLike,
 )
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
+from .runtime.discovery.uri import discovery_from_uri as discovery_from_uri
 from .runtime.pool import WorkerPool as WorkerPool
 from .runtime.routine import routine as routine
 from .runtime.task import Task as Task
@@ -90,6 +91,7 @@ __all__ = [
     "DiscoveryLike",
     "DispatchingLoadBalancerLike",
     "DistaffError",
+    "DnsDiscovery",
     "InsecureBindError",
     "LanDiscovery",
     "LoadBalancerContext",
@@ -103,6 +105,7 @@ __all__ = [
     "RpcError",
     "RuntimeContext",
     "SerializationError",
+    "StaticDiscovery",
     "Task",
     "TransientRpcError",
     "WorkerConnection",
@@ -113,12 +116,17 @@ __all__ = [
     "WorkerStartError",
     "__version__",
     "current_task",
+    "discovery_from_uri",
     "routine",
 ]
 
 # LanDiscovery brings zeroconf (about 25 ms of import and 5 MiB in every
-# caller and worker), so it loads on first use.
-_LAZY = {"LanDiscovery": ".runtime.discovery.lan"}
+# caller and worker), DnsDiscovery dnspython, so they load on first use.
+_LAZY = {
+    "LanDiscovery": ".runtime.discovery.lan",
+    "DnsDiscovery": ".runtime.discovery.dns",
+    "StaticDiscovery": ".runtime.discovery.static",
+}
 
 
 def _publish(obj: object) -> None:
@@ -139,7 +147,9 @@ def __getattr__(name: str) -> object:
 
 
 if _typing.TYPE_CHECKING:
+    from .runtime.discovery.dns import DnsDiscovery as DnsDiscovery
     from .runtime.discovery.lan import LanDiscovery as LanDiscovery
+    from .runtime.discovery.static import StaticDiscovery as StaticDiscovery
 
 for _name in __all__:
     if _name not in _LAZY:
