@@ -202,8 +202,8 @@ async def test_wrong_token_is_refused_before_anything_is_unpickled(
         creds = grpc.composite_channel_credentials(ssl, grpc.access_token_call_credentials(bearer))
         async with grpc.aio.secure_channel(worker.address, creds, options=options) as channel:
             session = rpc.open_session(channel)
-            await session.write(start)
             try:
+                await session.write(start)
                 async with asyncio.timeout(10):
                     while await session.read() is not grpc.aio.EOF:
                         if marker.exists():
