@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
+import shutil
 import signal
 import sys
 
@@ -231,3 +233,42 @@ class _Touch:
 
     def __reduce__(self) -> tuple[object, ...]:
         return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a PID namespace needs root and unshare (util-linux)",
+)
+async def test_worker_as_pid_1_of_its_namespace_exits_0_on_sigterm() -> None:
+    # as in a container: no shell or init in between, the worker is PID 1
+    process = await asyncio.create_subprocess_exec(
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        sys.executable,
+        "-m",
+        "distaff",
+        "worker",
+        "--discovery",
+        "none",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            assert b"serving on" in await process.stdout.readline()
+        (inner,) = (
+            pathlib.Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        )
+        status = pathlib.Path(f"/proc/{inner}/status").read_text()
+        assert status.split("NSpid:")[1].splitlines()[0].split()[-1] == "1"
+        os.kill(int(inner), signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
