@@ -10,7 +10,6 @@ import asyncio
 import pickle
 from collections.abc import Iterator
 
-import grpc.aio
 import pytest
 
 import distaff
@@ -117,6 +116,8 @@ async def test_a_draining_worker_leaves_at_once_and_is_not_readmitted(dns: DnsSe
         dns.set({NAME: [["A", "127.0.0.2"]]})
         async with Recorder(discovery(dns, port)) as seen:
             await seen.wait(ADDED, worker.metadata.uid)
+            import grpc.aio  # after distaff, which quiets gRPC's INFO lines
+
             async with grpc.aio.insecure_channel(f"127.0.0.2:{port}") as channel:
                 stopping = asyncio.ensure_future(call_stop(channel, 2.0, 10.0))
                 await seen.wait(DROPPED, worker.metadata.uid, timeout=1.5)

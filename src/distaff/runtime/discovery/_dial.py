@@ -80,17 +80,19 @@ class Dial:
             return False
         return bool(reply.status == _SERVING)
 
-    async def watch(self) -> None:
-        """Return when the worker stops serving: NOT_SERVING, gone, or the stream broke."""
+    async def watch(self) -> bool:
+        """Return when the worker stops serving: False for NOT_SERVING (a drain),
+        True when the stream broke or ended (the worker died or was replaced)."""
         call = self._health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
         try:
             async for reply in call:
                 if reply.status != _SERVING:
-                    return
+                    return False
         except grpc.aio.AioRpcError:
-            return
+            return True
         finally:
             call.cancel()
+        return True
 
     async def aclose(self) -> None:
         """Close the channel; idempotent."""

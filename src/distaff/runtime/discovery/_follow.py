@@ -5,8 +5,9 @@ jitter), describes each new address once (``Describe``: uid, versions,
 draining) and watches each admitted worker's health stream:
 
 * a worker whose health leaves SERVING (a drain), or whose stream breaks
-  (it died), is dropped at once, and the addresses are re-resolved at once:
-  a new uid behind the same address (a restarted container) is added anew;
+  (it died), is dropped at once; after a break the addresses are resolved
+  again half a second later, so a new uid behind the same address (a
+  restarted container) is added anew without waiting for the refresh;
 * an address missing from ``misses`` consecutive resolutions (NXDOMAIN, a
   timeout, a record removed) is dropped only if a health check fails too, so
   one bad DNS answer never empties a healthy pool;
@@ -36,6 +37,7 @@ Resolve = Callable[[], Awaitable[list[str] | None]]
 """Returns the current ``host:port`` addresses, or None when resolution failed."""
 
 _MIN_INTERVAL = 0.2  # seconds between two resolutions, however often woken
+_REWAKE = 0.5  # seconds from a broken health stream to the next resolution
 
 
 @dataclasses.dataclass
@@ -54,6 +56,7 @@ class _Follower:
         self._credentials = credentials
         self._known: dict[str, _Known] = {}
         self._wake = asyncio.Event()
+        self._rewake: asyncio.TimerHandle | None = None
         self.events: asyncio.Queue[DiscoveryEvent] = asyncio.Queue()
 
     async def run(self) -> None:
@@ -64,6 +67,8 @@ class _Follower:
                     await self._round(group)
                     await self._pause(started)
         finally:
+            if self._rewake is not None:
+                self._rewake.cancel()
             dials = [k.dial for k in self._known.values()]
             self._known.clear()
             await asyncio.gather(*(d.aclose() for d in dials), return_exceptions=True)
@@ -113,9 +118,16 @@ class _Follower:
         self.events.put_nowait(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, metadata))
 
     async def _watch(self, known: _Known) -> None:
-        await known.dial.watch()
+        broken = await known.dial.watch()
         known.watch = None
         await self._drop(known)
+        if broken and self._rewake is None:
+            # maybe a new worker behind this address (a restarted container):
+            # look soon, but not into the stopping server's last milliseconds
+            self._rewake = asyncio.get_running_loop().call_later(_REWAKE, self._rewake_now)
+
+    def _rewake_now(self) -> None:
+        self._rewake = None
         self._wake.set()
 
     async def _drop(self, known: _Known) -> None:

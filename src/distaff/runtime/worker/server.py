@@ -149,7 +149,7 @@ class Worker:
         config = self.config
         check_bind_policy(config)
         server = self._server()
-        await self._health.set_serving(False)
+        self._health.set_serving(False)
         address = format_address(config.host, config.port)
         if config.credentials is None:
             port = server.add_insecure_port(address)
@@ -164,7 +164,7 @@ class Worker:
                 probes = await self._health.open_probe_server(config.host, config.health_port)
             self.metadata = self._describe_self(port)
             await self._publish(DiscoveryEventType.WORKER_ADDED)
-            await self._health.set_serving(True)
+            self._health.set_serving(True)
             ready(self.metadata)
             reaper = asyncio.ensure_future(self._stop_idle_proxies())
             try:
@@ -172,7 +172,7 @@ class Worker:
             finally:
                 reaper.cancel()
                 await asyncio.gather(reaper, return_exceptions=True)
-            await self._health.set_serving(False)
+            self._health.set_serving(False)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
             await self._service.drain(config.grace)
             await self._proxies.aclose()
@@ -208,7 +208,7 @@ class Worker:
         )
 
     async def _stop_rpc(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
-        await self._health.set_serving(False)
+        self._health.set_serving(False)
         return await self._service.stop(request, context)
 
     async def _describe(
