@@ -272,3 +272,22 @@ async def test_worker_as_pid_1_of_its_namespace_exits_0_on_sigterm() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_advertise_sets_the_address_published_and_described() -> None:
+    async with durable_workers() as started:
+        args = (
+            "--discovery",
+            "none",
+            "--host",
+            "0.0.0.0",
+            "--insecure",
+            "--advertise",
+            "127.0.0.5",
+        )
+        worker = await start_worker(*args)
+        started.append(worker)
+        port = worker.address.rsplit(":", 1)[1]
+        assert worker.address == f"127.0.0.5:{port}"
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert (await call_describe(channel, timeout=5)).address == worker.address

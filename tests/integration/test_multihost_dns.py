@@ -6,9 +6,10 @@ records by rewriting the file), three run ``distaff worker --mutual`` with
 certificates from ``distaff certs`` and a health port, and a fifth runs a
 caller (this module run with ``python -m``) whose
 ``WorkerPool(discovery=DnsDiscovery(...), credentials=...)`` learns the
-workers from DNS alone. The fourth worker, on the DNS server's host, claims
-another Python version through its test-only ``--pretend-python`` option (no
-other Python with distaff is installed here) and must not be admitted.
+workers from DNS alone. A fourth worker, on the DNS server's host, runs on
+another Python minor version and must not be admitted: the interpreter named
+by ``DISTAFF_OTHER_PYTHON`` when that is set (one with distaff installed),
+else this one with the worker's test-only ``--pretend-python 3.99.1`` option.
 
 Run as a script, this module is that caller.
 """
@@ -20,6 +21,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 from typing import Any
@@ -40,6 +42,7 @@ PORT = 7400
 HEALTH = 7401
 REFRESH = 1.0
 SERVER_NAME = "workers.test"
+OTHER_PYTHON = os.environ.get("DISTAFF_OTHER_PYTHON")
 
 
 @pytest.fixture
@@ -109,15 +112,18 @@ async def test_dns_pool_admits_uses_and_loses_workers_like_a_headless_service(
         dns = await start_dns(dns_host, zone)
         cleanup.push_async_callback(_kill, dns)
 
-        async def worker_on(host: Host, *extra: str) -> DurableWorker:
+        async def worker_on(host: Host, *extra: str, python: str = sys.executable) -> DurableWorker:
             worker = await start_worker(
-                *worker_args(host, certs), *extra, prefix=host.exec_prefix()
+                *worker_args(host, certs), *extra, prefix=host.exec_prefix(), python=python
             )
             cleanup.push_async_callback(worker.kill)
             return worker
 
         a, b, c = await asyncio.gather(worker_on(h1), worker_on(h2), worker_on(h3))
-        odd = await worker_on(dns_host, "--pretend-python", "3.99.1")
+        if OTHER_PYTHON:
+            odd = await worker_on(dns_host, python=OTHER_PYTHON)
+        else:
+            odd = await worker_on(dns_host, "--pretend-python", "3.99.1")
 
         env = {**os.environ, "E2E": json.dumps({"ns": dns_host.address, "certs": str(certs)})}
         caller = await start_caller(caller_host, tmp_path / "caller.err", env)
@@ -136,11 +142,11 @@ async def test_dns_pool_admits_uses_and_loses_workers_like_a_headless_service(
         # a worker on another Python minor version is refused, with the table
         publish(h1, h2, h3, dns_host)
         async with asyncio.timeout(10):
-            while "3.99.1" not in caller.stderr.read_text():
+            while "not admitting" not in caller.stderr.read_text():
                 await asyncio.sleep(0.05)
         refusal = caller.stderr.read_text()
         assert "not admitting an incompatible worker" in refusal
-        assert "python" in refusal
+        assert re.search(r"python +3\.\d+\.\d+ +3\.\d+\.\d+", refusal), refusal
         assert not any(e.get("pid") == odd.pid for e in caller.events)
 
         # "pod deletion": record removed and SIGTERM at the same moment, under load
