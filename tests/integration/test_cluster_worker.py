@@ -291,3 +291,24 @@ async def test_advertise_sets_the_address_published_and_described() -> None:
         assert worker.address == f"127.0.0.5:{port}"
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert (await call_describe(channel, timeout=5)).address == worker.address
+
+
+async def test_a_worker_asked_to_stop_leaves_discovery_before_its_drain(
+    tmp_path: pathlib.Path,
+) -> None:
+    namespace = f"stop-{os.getpid()}-{tmp_path.name}"[:60]
+    async with durable_workers() as started:
+        worker = await start_worker("--discovery", "local", "--namespace", namespace)
+        started.append(worker)
+        async with distaff.WorkerPool(discovery=distaff.LocalDiscovery(namespace)) as pool:
+            await pool.proxy.wait_for(lambda ws: len(ws) == 1, timeout=10)
+            marker = str(tmp_path / "call")
+            call = asyncio.ensure_future(r.sleep_then_mark(marker, 1.5))
+            await _exists(marker + ".started")
+            async with grpc.aio.insecure_channel(worker.address) as channel:
+                stopping = asyncio.ensure_future(rpc.call_stop(channel, 5.0, 10.0))
+                await pool.proxy.wait_for(lambda ws: not ws, timeout=1.0)
+                assert not call.done()  # gone from the pool while still draining
+                assert await call == "finished"
+                await stopping
+        assert await worker.process.wait() == 0

@@ -208,7 +208,9 @@ class Worker:
         )
 
     async def _stop_rpc(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
+        # leave the pool before draining, as on SIGTERM: new calls go elsewhere
         self._health.set_serving(False)
+        await self._publish(DiscoveryEventType.WORKER_DROPPED)
         return await self._service.stop(request, context)
 
     async def _describe(
