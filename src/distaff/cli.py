@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--insecure",
         action="store_true",
-        help="allow binding a non-loopback address without TLS; only on a trusted network",
+        help="allow binding a non-loopback address without TLS that authenticates callers; "
+        "only on a trusted network",
     )
     add_cluster_options(worker)
     add_certs_command(commands)
