@@ -82,6 +82,7 @@ from .proxy.proxy import WorkerProxy as WorkerProxy
 from .runtime.context import RuntimeContext as RuntimeContext
 from .runtime.context import current_task as current_task
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
+from .runtime.discovery.uri import discovery_from_uri as discovery_from_uri
 from .runtime.fanout import as_completed as as_completed
 from .runtime.fanout import map as map
 from .runtime.pool import WorkerPool as WorkerPool
@@ -96,6 +97,7 @@ __all__ = [
     "DiscoveryLike",
     "DispatchingLoadBalancerLike",
     "DistaffError",
+    "DnsDiscovery",
     "InsecureBindError",
     "LanDiscovery",
     "LoadBalancerContext",
@@ -109,6 +111,7 @@ __all__ = [
     "RpcError",
     "RuntimeContext",
     "SerializationError",
+    "StaticDiscovery",
     "Task",
     "TransientRpcError",
     "WorkerConnection",
@@ -121,13 +124,18 @@ __all__ = [
     "__version__",
     "as_completed",
     "current_task",
+    "discovery_from_uri",
     "map",
     "routine",
 ]
 
 # LanDiscovery brings zeroconf (about 25 ms of import and 5 MiB in every
-# caller and worker), so it loads on first use.
-_LAZY = {"LanDiscovery": ".runtime.discovery.lan"}
+# caller and worker), DnsDiscovery dnspython, so they load on first use.
+_LAZY = {
+    "LanDiscovery": ".runtime.discovery.lan",
+    "DnsDiscovery": ".runtime.discovery.dns",
+    "StaticDiscovery": ".runtime.discovery.static",
+}
 
 
 def _publish(obj: object) -> None:
@@ -148,7 +156,9 @@ def __getattr__(name: str) -> object:
 
 
 if _typing.TYPE_CHECKING:
+    from .runtime.discovery.dns import DnsDiscovery as DnsDiscovery
     from .runtime.discovery.lan import LanDiscovery as LanDiscovery
+    from .runtime.discovery.static import StaticDiscovery as StaticDiscovery
 
 for _name in __all__:
     if _name not in _LAZY:

@@ -8,6 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from ._certs import add_certs_command, run_certs
+from ._cli_worker import add_cluster_options, cluster_config
 from ._exceptions import InsecureBindError
 from .proxy.credentials import WorkerCredentials
 from .runtime.discovery.base import DiscoveryLike
@@ -28,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
             "Run one durable worker: serve routine calls on HOST:PORT, publish it "
             "through discovery, and on SIGTERM/SIGINT unpublish, drain in-flight "
             "calls for --grace seconds and exit 0. A worker runs any code a caller "
-            "sends, so binding anything but loopback needs TLS or --insecure."
+            "sends, so binding anything but loopback needs TLS that authenticates "
+            "callers (--mutual or --token-file) or --insecure."
         ),
     )
     worker.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -70,8 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--insecure",
         action="store_true",
-        help="allow binding a non-loopback address without TLS; only on a trusted network",
+        help="allow binding a non-loopback address without TLS that authenticates callers; "
+        "only on a trusted network",
     )
+    add_cluster_options(worker)
+    add_certs_command(commands)
     return parser
 
 
@@ -101,16 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distaff`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "certs":
+        return run_certs(args)
     tls = (args.ca, args.cert, args.key)
     if any(tls) and not all(tls):
         parser.error("TLS needs all three of --ca, --cert and --key")
     credentials = (
-        WorkerCredentials.from_files(args.ca, args.cert, args.key, mutual=args.mutual)
+        WorkerCredentials.from_files(
+            *tls, mutual=args.mutual, token_file=args.token_file, server_name=args.server_name
+        )
         if all(tls)
         else None
     )
-    if args.mutual and credentials is None:
-        parser.error("--mutual needs --ca, --cert and --key")
+    if (args.mutual or args.token_file) and credentials is None:
+        parser.error("--mutual and --token-file need --ca, --cert and --key")
     config = WorkerConfig(
         host=args.host,
         port=args.port,
@@ -119,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         credentials=credentials,
         insecure=args.insecure,
         grace=args.grace,
+        **cluster_config(args),
     )
     try:
         asyncio.run(_run_worker(config))

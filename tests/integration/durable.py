@@ -37,12 +37,12 @@ class DurableWorker:
 
 
 async def start_worker(
-    *args: str, prefix: Sequence[str] = (), timeout: float = 30.0
+    *args: str, prefix: Sequence[str] = (), timeout: float = 30.0, python: str = sys.executable
 ) -> DurableWorker:
-    """Run ``distaff worker ARGS`` and wait for its "serving on" line."""
+    """Run ``distaff worker ARGS`` (with ``python``) and wait for its "serving on" line."""
     process = await asyncio.create_subprocess_exec(
         *prefix,
-        sys.executable,
+        python,
         "-m",
         "distaff",
         "worker",

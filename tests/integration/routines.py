@@ -165,3 +165,10 @@ async def proxy_started() -> bool:
     assert task is not None
     assert task.proxy is not None
     return task.proxy.started
+
+
+@distaff.routine
+async def nap(seconds: float) -> int:
+    """Sleep ``seconds``; return the serving process's PID."""
+    await asyncio.sleep(seconds)
+    return os.getpid()

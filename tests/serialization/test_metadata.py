@@ -69,6 +69,9 @@ def test_encoding_is_the_documented_map(m: WorkerMetadata) -> None:
         "tags": sorted(m.tags),
         "secure": m.secure,
         "options": dict(m.options),
+        "python": m.python,
+        "protocol": m.protocol,
+        "cloudpickle": m.cloudpickle,
     }
 
 

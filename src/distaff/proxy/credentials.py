@@ -1,4 +1,4 @@
-"""WorkerCredentials: the TLS material of a pool."""
+"""WorkerCredentials: the TLS material of a pool, and how callers prove who they are."""
 
 from __future__ import annotations
 
@@ -14,41 +14,74 @@ class WorkerCredentials:
     """TLS material shared by a pool's callers and workers (PEM bytes).
 
     Workers serve with ``cert``/``key`` and callers verify them against
-    ``ca``. With ``mutual``, workers also demand a client certificate signed
-    by ``ca`` and callers present ``cert``/``key``: a caller without one runs
-    nothing. The key never travels inside a pickled proxy.
+    ``ca``. Callers authenticate to workers in one of two ways: with
+    ``mutual``, workers demand a client certificate signed by ``ca`` and
+    callers present ``cert``/``key``; with ``token``, callers send it as a
+    bearer token (over TLS only) and workers compare it with their own in
+    constant time before reading anything else. A caller using a token needs
+    only ``ca``. The key and the token never travel inside a pickled proxy.
 
     Attributes:
         ca: the certificate authority that signs the pool's certificates.
-        cert: this party's certificate chain.
-        key: this party's private key.
+        cert: this party's certificate chain (empty for a token-only caller).
+        key: this party's private key (empty for a token-only caller).
         mutual: require client certificates on workers.
+        token: the pool's shared bearer token, or None.
+        server_name: the name to expect in workers' certificates instead of
+            the address dialled (workers dialled by IP, certificate for a
+            service name).
     """
 
     ca: bytes
-    cert: bytes
-    key: bytes
+    cert: bytes = b""
+    key: bytes = b""
     mutual: bool = False
+    token: str | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None and (not self.token or not self.token.isprintable()):
+            raise ValueError("the token must be a non-empty line of printable characters")
+        if self.mutual and not (self.cert and self.key):
+            raise ValueError("mutual TLS needs this party's cert and key")
 
     @classmethod
     def from_files(
         cls,
         ca: str | pathlib.Path,
-        cert: str | pathlib.Path,
-        key: str | pathlib.Path,
+        cert: str | pathlib.Path | None = None,
+        key: str | pathlib.Path | None = None,
         *,
         mutual: bool = False,
+        token_file: str | pathlib.Path | None = None,
+        server_name: str | None = None,
     ) -> WorkerCredentials:
-        """Read PEM files; a missing or unreadable file raises OSError naming it."""
+        """Read PEM files (and a token file: its first line); a missing or
+        unreadable file raises OSError naming it."""
+        token = None
+        if token_file is not None:
+            lines = pathlib.Path(token_file).read_text().splitlines()
+            token = lines[0].strip() if lines else ""
+            if not token:
+                raise ValueError(f"token file {str(token_file)!r} is empty")
         return cls(
             ca=pathlib.Path(ca).read_bytes(),
-            cert=pathlib.Path(cert).read_bytes(),
-            key=pathlib.Path(key).read_bytes(),
+            cert=pathlib.Path(cert).read_bytes() if cert is not None else b"",
+            key=pathlib.Path(key).read_bytes() if key is not None else b"",
             mutual=mutual,
+            token=token,
+            server_name=server_name,
         )
+
+    @property
+    def authenticates_callers(self) -> bool:
+        """True if a worker serving with these credentials authenticates its callers."""
+        return self.mutual or self.token is not None
 
     def server_credentials(self) -> Any:
         """gRPC server credentials for a worker."""
+        if not (self.cert and self.key):
+            raise ValueError("a worker needs its own cert and key to serve TLS")
         return grpc.ssl_server_credentials(
             [(self.key, self.cert)],
             root_certificates=self.ca if self.mutual else None,
@@ -56,12 +89,26 @@ class WorkerCredentials:
         )
 
     def channel_credentials(self) -> Any:
-        """gRPC channel credentials for a caller (client cert when mutual)."""
+        """gRPC channel credentials for a caller: client cert when mutual, token when set."""
         if self.mutual:
-            return grpc.ssl_channel_credentials(
+            channel = grpc.ssl_channel_credentials(
                 root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
             )
-        return grpc.ssl_channel_credentials(root_certificates=self.ca)
+        else:
+            channel = grpc.ssl_channel_credentials(root_certificates=self.ca)
+        if self.token is None:
+            return channel
+        return grpc.composite_channel_credentials(
+            channel, grpc.access_token_call_credentials(self.token)
+        )
+
+    def channel_options(self) -> tuple[tuple[str, Any], ...]:
+        """gRPC channel options these credentials need (the target-name override)."""
+        if self.server_name is None:
+            return ()
+        return (("grpc.ssl_target_name_override", self.server_name),)
 
     def __repr__(self) -> str:
-        return f"WorkerCredentials(mutual={self.mutual}, key=<hidden>)"
+        token = ", token=<hidden>" if self.token is not None else ""
+        name = f", server_name={self.server_name!r}" if self.server_name else ""
+        return f"WorkerCredentials(mutual={self.mutual}{token}{name}, key=<hidden>)"

@@ -33,6 +33,8 @@ class Membership:
         admits: whether a worker may join (tags, security).
         lease: the most workers to admit (None: no cap).
         connect: opens the connection to an admitted worker.
+        forget: told of every worker that leaves, so admission can judge it
+            afresh if it comes back.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class Membership:
         admits: Callable[[WorkerMetadata], bool],
         lease: int | None,
         connect: Callable[[WorkerMetadata], WorkerConnection],
+        forget: Callable[[WorkerMetadata], None] = lambda _: None,
     ) -> None:
         self.context = LoadBalancerContext()
         self.changed = asyncio.Event()
@@ -50,6 +53,7 @@ class Membership:
         self._admits = admits
         self._lease = lease
         self._connect = connect
+        self._forget = forget
         self._group: asyncio.TaskGroup | None = None
         self._closed = False
         self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -99,6 +103,7 @@ class Membership:
 
     def evict(self, metadata: WorkerMetadata) -> None:
         """Remove a worker; its connection closes once its calls are done."""
+        self._forget(metadata)
         connection = self.context.remove_worker(metadata)
         if connection is None:
             return

@@ -22,6 +22,7 @@ from ..balancers.base import (
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..serialization.metadata import WorkerMetadata
 from ..serialization.task import Task
+from .admission import Admission, subscription
 from .call import RemoteCall
 from .connection import WorkerConnection
 from .context import LoadBalancerContext
@@ -97,6 +98,7 @@ class WorkerProxy:
         self.credentials = credentials
         self.last_used = time.monotonic()  # of the latest dispatch
         self._state = ProxyState.NEW
+        self._admission = Admission()
         self._membership: Membership | None = None
         self._stopped = asyncio.Event()
         self._delegating = True
@@ -185,8 +187,13 @@ class WorkerProxy:
                 DeprecationWarning,
                 stacklevel=2,
             )
+        self._admission = Admission()  # a restart starts clean
         self._membership = Membership(
-            self._discovery, admits=self._admits, lease=self.lease, connect=self._connect
+            subscription(self._discovery, self.credentials),
+            admits=self._admits,
+            lease=self.lease,
+            connect=self._connect,
+            forget=self._admission.forget,
         )
         self._state = ProxyState.RUNNING
 
@@ -256,13 +263,19 @@ class WorkerProxy:
     # membership
 
     def _admits(self, metadata: WorkerMetadata) -> bool:
-        return self.tags <= metadata.tags and metadata.secure == self.secure
+        return (
+            self.tags <= metadata.tags
+            and metadata.secure == self.secure
+            and self._admission.admit(metadata)
+        )
 
     def _connect(self, metadata: WorkerMetadata) -> WorkerConnection:
         if self.credentials is None:
             return WorkerConnection(metadata.address)
         return WorkerConnection(
-            metadata.address, credentials=self.credentials.channel_credentials()
+            metadata.address,
+            credentials=self.credentials.channel_credentials(),
+            options=self.credentials.channel_options(),
         )
 
     # dispatch
@@ -324,7 +337,7 @@ class WorkerProxy:
         if membership is not None and membership.error is not None:
             error = membership.error
             message += f"; discovery failed: {type(error).__name__}: {error}"
-        return message
+        return message + self._admission.explain()
 
     async def _delegate_dispatch(
         self, membership: Membership, task: Task, deadline: float | None
@@ -334,7 +347,9 @@ class WorkerProxy:
             try:
                 metadata, connection = await anext(candidates)
             except StopAsyncIteration:
-                raise NoWorkersAvailable("the load balancer offered no worker") from None
+                raise NoWorkersAvailable(
+                    "the load balancer offered no worker" + self._admission.explain()
+                ) from None
             while True:
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:

@@ -16,6 +16,7 @@ from ._malloc import tune_this_process
 from .context import current_proxy_var
 from .discovery.base import DiscoveryLike
 from .discovery.local import LocalDiscovery
+from .discovery.uri import discovery_from_uri
 from .worker.process import WorkerProcess
 from .worker.server import WorkerConfig
 
@@ -34,7 +35,8 @@ class WorkerPool:
             all of them are used.
         spawn: how many local workers to start (default: the CPU count, or 0
             when ``discovery`` is given).
-        discovery: a discovery backend to find (and publish) workers with.
+        discovery: a discovery backend to find (and publish) workers with,
+            or its URI (``"dns://workers:7400"``, see ``discovery_from_uri``).
         loadbalancer: a balancer or a factory (round robin by default).
         lease: the most discovered workers to admit.
         lazy: start the proxy on first dispatch rather than on entry.
@@ -51,7 +53,7 @@ class WorkerPool:
         self,
         *tags: str,
         spawn: int | None = None,
-        discovery: DiscoveryLike | None = None,
+        discovery: DiscoveryLike | str | None = None,
         loadbalancer: BalancerSpec = RoundRobinLoadBalancer,
         lease: int | None = None,
         lazy: bool = True,
@@ -59,6 +61,8 @@ class WorkerPool:
         wait: float = 10.0,
         credentials: WorkerCredentials | None = None,
     ) -> None:
+        if isinstance(discovery, str):
+            discovery = discovery_from_uri(discovery)
         if spawn is None:
             spawn = 0 if discovery is not None else (os.cpu_count() or 1)
         if spawn < 0:

@@ -5,7 +5,8 @@ On the discovery plane the metadata travels as a msgpack map with these keys
 
     {"v": 1, "uid": str, "address": str ("host:port"), "pid": int,
      "host": str, "version": str, "tags": [str, ...], "secure": bool,
-     "options": {str: str}}
+     "options": {str: str}, "python": str, "protocol": int,
+     "cloudpickle": str}
 
 Unknown keys are ignored when decoding, so newer publishers stay readable.
 """
@@ -34,6 +35,9 @@ class WorkerMetadata:
         tags: labels a pool can require (``WorkerPool("gpu")``).
         secure: the worker serves TLS only.
         options: transport options as sorted ``(key, value)`` pairs.
+        python: the worker's Python version (``"3.11.7"``; empty if unknown).
+        protocol: the worker's wire protocol version (0 if unknown).
+        cloudpickle: the worker's cloudpickle version (empty if unknown).
     """
 
     uid: str
@@ -44,6 +48,9 @@ class WorkerMetadata:
     tags: frozenset[str] = frozenset()
     secure: bool = False
     options: tuple[tuple[str, str], ...] = ()
+    python: str = ""
+    protocol: int = 0
+    cloudpickle: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.tags, frozenset):
@@ -68,6 +75,9 @@ def encode_metadata(metadata: WorkerMetadata) -> bytes:
         "tags": sorted(metadata.tags),
         "secure": metadata.secure,
         "options": dict(metadata.options),
+        "python": metadata.python,
+        "protocol": metadata.protocol,
+        "cloudpickle": metadata.cloudpickle,
     }
     return msgpack.packb(record, use_bin_type=True)
 
@@ -96,6 +106,9 @@ def decode_metadata(data: bytes) -> WorkerMetadata:
             tags=frozenset(str(t) for t in record.get("tags", ())),
             secure=bool(record.get("secure", False)),
             options=tuple(sorted((str(k), str(v)) for k, v in options.items())),
+            python=str(record.get("python", "")),
+            protocol=int(record.get("protocol", 0)),
+            cloudpickle=str(record.get("cloudpickle", "")),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"worker metadata is missing or mistypes a field: {exc!r}") from exc

@@ -12,11 +12,14 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from ._generated.distaff_pb2 import DescribeReply as DescribeReply
+from ._generated.distaff_pb2 import DescribeRequest as DescribeRequest
 from .wire import Envelope, StopReply, StopRequest
 
 SERVICE = "distaff.v1.Worker"
 SESSION = f"/{SERVICE}/Session"
 STOP = f"/{SERVICE}/Stop"
+DESCRIBE = f"/{SERVICE}/Describe"
 
 
 def open_session(channel: grpc.aio.Channel) -> Any:
@@ -40,12 +43,24 @@ async def call_stop(channel: grpc.aio.Channel, grace: float, timeout: float | No
     return reply
 
 
+async def call_describe(channel: grpc.aio.Channel, timeout: float | None) -> DescribeReply:
+    """Call Describe on ``channel``."""
+    method = channel.unary_unary(
+        DESCRIBE,
+        request_serializer=DescribeRequest.SerializeToString,
+        response_deserializer=DescribeReply.FromString,
+    )
+    reply: DescribeReply = await method(DescribeRequest(), timeout=timeout)
+    return reply
+
+
 def add_worker_service(
     server: grpc.aio.Server,
     session: Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]],
     stop: Callable[[StopRequest, grpc.aio.ServicerContext], Awaitable[StopReply]],
+    describe: Callable[[DescribeRequest, grpc.aio.ServicerContext], Awaitable[DescribeReply]],
 ) -> None:
-    """Register the two handlers of the Worker service on ``server``."""
+    """Register the handlers of the Worker service on ``server``."""
     handlers = {
         "Session": grpc.stream_stream_rpc_method_handler(
             session,
@@ -56,6 +71,11 @@ def add_worker_service(
             stop,
             request_deserializer=StopRequest.FromString,
             response_serializer=StopReply.SerializeToString,
+        ),
+        "Describe": grpc.unary_unary_rpc_method_handler(
+            describe,
+            request_deserializer=DescribeRequest.FromString,
+            response_serializer=DescribeReply.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import os
 import pickle
@@ -416,3 +417,40 @@ def test_discovery_and_subscriber_pickle(disco: LanDiscovery) -> None:
     assert copy.subscriber() == disco.subscriber()
     assert isinstance(copy.subscriber(), LanSubscriber)
     assert copy.subscriber().interfaces == ("127.0.0.1",)
+
+
+async def test_a_record_that_does_not_resolve_is_retried_with_backoff(
+    token: str, watcher: LogWatcher
+) -> None:
+    from zeroconf import DNSOutgoing, DNSPointer, const
+
+    name = f"late-{token}"
+    subscriber = dataclasses.replace(
+        LanDiscovery(interfaces=LOOPBACK).subscriber(), resolve_timeout_ms=200
+    )
+    raw = AsyncZeroconf(interfaces=LOOPBACK)
+    seen = Collector(subscriber)
+    try:
+        # only the pointer is announced: nobody answers for the instance yet
+        pointer = DNSPointer(
+            SERVICE_TYPE, const._TYPE_PTR, const._CLASS_IN, 120, f"{name}.{SERVICE_TYPE}"
+        )
+        out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
+        out.add_answer_at_time(pointer, 0)
+        async with asyncio.timeout(15):
+            while not any(f"{name}." in m and "retry 3 in 2.0 s" in m for m in watcher.messages):
+                raw.zeroconf.async_send(out)
+                await asyncio.sleep(0.5)
+        info = AsyncServiceInfo(
+            SERVICE_TYPE,
+            f"{name}.{SERVICE_TYPE}",
+            port=9,
+            properties=encode_txt(meta(name), None),
+            server=f"{name}.local.",
+            parsed_addresses=LOOPBACK,
+        )
+        await raw.async_register_service(info, cooperating_responders=True)
+        assert (await seen.next([name])).type is ADDED
+    finally:
+        await seen.aclose()
+        await raw.async_close()

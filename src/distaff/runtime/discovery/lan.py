@@ -14,7 +14,8 @@ wildcard bind becomes the machine's non-loopback addresses). TXT keys, each stri
 Namespaces are a TXT filter: a subscriber with a namespace only reports records whose ``ns`` equals
 it; without one it reports every distaff record. Records live ``record_ttl`` seconds (60 by
 default), so a publisher that dies without goodbyes disappears within about that long plus
-zeroconf's 10 s cache sweep.
+zeroconf's 10 s cache sweep. A record that does not resolve within ``resolve_timeout_ms`` is tried
+again after 0.5 s, 1 s, 2 s ... (at most 30 s apart) until it resolves, changes or goes away.
 """
 
 from __future__ import annotations
@@ -280,14 +281,21 @@ class LanSubscriber:
                 handlers=[on_change],
                 question_type=DNSQuestionType.QM,
             )
+            retries = _Retries(changes)
             try:
                 known: dict[str, WorkerMetadata] = {}
                 while True:
                     name, change = await changes.get()
-                    event = await self._transition(aiozc, known, name, change)
+                    retries.cancel(name)
+                    try:
+                        event = await self._transition(aiozc, known, name, change)
+                    except _Unresolved:
+                        retries.schedule(name)
+                        continue
                     if event is not None:
                         yield event
             finally:
+                retries.close()
                 await browser.async_cancel()
         finally:
             await _close_zeroconf(aiozc)
@@ -305,8 +313,7 @@ class LanSubscriber:
             if not await info.async_request(
                 aiozc.zeroconf, self.resolve_timeout_ms, question_type=DNSQuestionType.QM
             ):
-                logger.debug("could not resolve %s; ignoring this change", name)
-                return None
+                raise _Unresolved(name)
             try:
                 meta = _dialable(decode_txt(info.properties, self.namespace), info)
             except ValueError as exc:
@@ -320,6 +327,43 @@ class LanSubscriber:
         if old != meta:
             return DiscoveryEvent(DiscoveryEventType.WORKER_UPDATED, meta)
         return None
+
+
+class _Unresolved(Exception):
+    """A record did not resolve within the timeout."""
+
+
+class _Retries:
+    """Re-queues a record that failed to resolve, after a growing delay (0.5 s .. 30 s).
+
+    A worker whose answer was lost once must not stay unseen until its
+    record changes. A newer change of the same record replaces the retry.
+    """
+
+    def __init__(self, changes: asyncio.Queue[tuple[str, ServiceStateChange]]) -> None:
+        self._changes = changes
+        self._pending: dict[str, asyncio.TimerHandle] = {}
+        self._attempts: dict[str, int] = {}
+
+    def schedule(self, name: str) -> None:
+        attempt = self._attempts[name] = self._attempts.get(name, 0) + 1
+        delay = min(30.0, 0.5 * 2 ** (attempt - 1))
+        logger.debug("could not resolve %s; retry %d in %.1f s", name, attempt, delay)
+        self._pending[name] = asyncio.get_running_loop().call_later(
+            delay, self._changes.put_nowait, (name, ServiceStateChange.Updated)
+        )
+
+    def cancel(self, name: str) -> None:
+        handle = self._pending.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+        else:  # a fresh change, not a retry: start the backoff over
+            self._attempts.pop(name, None)
+
+    def close(self) -> None:
+        for handle in self._pending.values():
+            handle.cancel()
+        self._pending.clear()
 
 
 class LanDiscovery:

@@ -8,12 +8,14 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import platform
 import signal
 import socket
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import cloudpickle
 import grpc
 import grpc.aio
 
@@ -21,9 +23,11 @@ from ..._exceptions import InsecureBindError
 from ..._version import __version__
 from ...proxy.credentials import WorkerCredentials
 from ...serialization.metadata import WorkerMetadata
-from ...serialization.rpc import add_worker_service
-from ...serialization.wire import MAX_MESSAGE_BYTES
+from ...serialization.rpc import DescribeReply, DescribeRequest, add_worker_service
+from ...serialization.wire import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, StopReply, StopRequest
 from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
+from .auth import TokenInterceptor
+from .health import WorkerHealth
 from .monitor import LoopMonitor, threshold_from_env
 from .proxies import ProxyRegistry
 from .service import WorkerService
@@ -64,6 +68,12 @@ class WorkerConfig:
             nothing (and has nothing in flight) is stopped; it restarts on
             its next use (``DISTAFF_PROXY_IDLE``, default 60).
         uid: the worker's unique id.
+        advertise: the host published (and described) instead of ``host``,
+            e.g. the pod IP when binding a wildcard.
+        health_port: also serve the health service alone, plaintext, on this
+            port of ``host`` (for Kubernetes probes); None: no such port.
+        pretend_python: for tests only: the Python version Describe and the
+            published metadata report instead of the real one.
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +87,9 @@ class WorkerConfig:
         default_factory=lambda: float(os.environ.get("DISTAFF_PROXY_IDLE", "60"))
     )
     uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    advertise: str | None = None
+    health_port: int | None = None
+    pretend_python: str | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -96,6 +109,33 @@ def format_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def check_bind_policy(config: WorkerConfig) -> None:
+    """Refuse a non-loopback bind that would let anyone who reaches it run code.
+
+    Raises:
+        InsecureBindError: no TLS, or TLS that does not authenticate callers,
+            on a non-loopback address without ``insecure``.
+    """
+    if config.insecure or is_loopback(config.host):
+        return
+    credentials = config.credentials
+    if credentials is None:
+        raise InsecureBindError(
+            f"refusing to bind {config.host!r} without TLS credentials: anyone who "
+            "can reach it could run code here; pass TLS credentials (--ca/--cert/--key) "
+            "that authenticate callers (--mutual or --token-file FILE), or "
+            "--insecure (insecure=True) if the network is trusted"
+        )
+    if not credentials.authenticates_callers:
+        raise InsecureBindError(
+            f"refusing to bind {config.host!r} with one-way TLS: it proves the worker "
+            "to callers, not callers to the worker, so anyone who can reach it could "
+            "run code here; authenticate callers with --mutual (client certificates) "
+            "or --token-file FILE (a bearer token), or pass --insecure (insecure=True) "
+            "if the network is trusted"
+        )
+
+
 class Worker:
     """Runs the server until stopped by ``stop()``, a Stop call, or a signal."""
 
@@ -105,6 +145,7 @@ class Worker:
         self._proxies = ProxyRegistry(config.credentials)
         self._service = WorkerService(self._proxies, self._stop.set, config.uid)
         self._publisher: Any = None
+        self._health = WorkerHealth()
         self.metadata: WorkerMetadata | None = None
 
     def stop(self) -> None:
@@ -114,14 +155,9 @@ class Worker:
     async def run(self, ready: Callable[[WorkerMetadata], None]) -> None:
         """Serve until stopped; call ``ready`` once reachable and published."""
         config = self.config
-        if config.credentials is None and not config.insecure and not is_loopback(config.host):
-            raise InsecureBindError(
-                f"refusing to bind {config.host!r} without TLS credentials: anyone who "
-                "can reach it could run code here; pass TLS credentials, or "
-                "--insecure (insecure=True) if the network is trusted"
-            )
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        add_worker_service(server, self._service.session, self._service.stop)
+        check_bind_policy(config)
+        server = self._server()
+        self._health.set_serving(False)
         address = format_address(config.host, config.port)
         if config.credentials is None:
             port = server.add_insecure_port(address)
@@ -130,18 +166,14 @@ class Worker:
         if not port:
             raise OSError(f"could not bind {address}: in use or not an address of this host")
         await server.start()
+        probes = None
         try:
-            self.metadata = WorkerMetadata(
-                uid=config.uid,
-                address=format_address(config.host, port),
-                pid=os.getpid(),
-                host=socket.gethostname(),
-                version=__version__,
-                tags=config.tags,
-                secure=config.credentials is not None,
-            )
-            self._service.address = self.metadata.address
+            if config.health_port is not None:
+                probes = await self._health.open_probe_server(config.host, config.health_port)
+            self.metadata = self._describe_self(port)
             await self._publish(DiscoveryEventType.WORKER_ADDED)
+            self._service.address = self.metadata.address
+            self._health.set_serving(True)
             monitor = LoopMonitor(threshold_from_env())
             ready(self.metadata)
             monitor.start()
@@ -153,6 +185,7 @@ class Worker:
             finally:
                 monitor.stop()
             self._service.refuse_new_calls()
+            self._health.set_serving(False)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
             await self._service.drain(config.grace)
             await self._proxies.aclose()
@@ -164,6 +197,62 @@ class Worker:
         finally:
             await self._close_publisher()
             await server.stop(_FINISH_TIMEOUT)
+            if probes is not None:
+                await probes.stop(0)
+
+    def _server(self) -> grpc.aio.Server:
+        credentials = self.config.credentials
+        interceptors = []
+        if credentials is not None and credentials.token is not None:
+            interceptors.append(TokenInterceptor(credentials.token))
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+        add_worker_service(server, self._service.session, self._stop_rpc, self._describe)
+        self._health.register(server)
+        return server
+
+    def _describe_self(self, port: int) -> WorkerMetadata:
+        config = self.config
+        return WorkerMetadata(
+            uid=config.uid,
+            address=format_address(config.advertise or config.host, port),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            version=__version__,
+            tags=config.tags,
+            secure=config.credentials is not None,
+            python=config.pretend_python or platform.python_version(),
+            protocol=PROTOCOL_VERSION,
+            cloudpickle=cloudpickle.__version__,
+        )
+
+    async def _stop_rpc(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
+        # leave the pool before draining, as on SIGTERM: new calls go elsewhere
+        self._service.refuse_new_calls()
+        self._health.set_serving(False)
+        await self._publish(DiscoveryEventType.WORKER_DROPPED)
+        return await self._service.stop(request, context)
+
+    async def _describe(
+        self, request: DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> DescribeReply:
+        meta = self.metadata
+        if meta is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the worker is starting")
+        assert meta is not None
+        return DescribeReply(
+            uid=meta.uid,
+            address=meta.address,
+            host=meta.host,
+            pid=meta.pid,
+            tags=sorted(meta.tags),
+            secure=meta.secure,
+            version=meta.version,
+            protocol=meta.protocol,
+            python=meta.python,
+            cloudpickle=meta.cloudpickle,
+            draining=not self._health.serving,
+            options=dict(meta.options),
+        )
 
     async def _stop_idle_proxies(self) -> None:
         idle = self.config.proxy_idle

@@ -141,3 +141,42 @@ class StopReply(_message.Message):
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     cancelled: int
     def __init__(self, cancelled: _Optional[int] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeReply(_message.Message):
+    __slots__ = ("uid", "address", "host", "pid", "tags", "secure", "version", "protocol", "python", "cloudpickle", "draining", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    UID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    CLOUDPICKLE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    uid: str
+    address: str
+    host: str
+    pid: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    secure: bool
+    version: str
+    protocol: int
+    python: str
+    cloudpickle: str
+    draining: bool
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, uid: _Optional[str] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., secure: _Optional[bool] = ..., version: _Optional[str] = ..., protocol: _Optional[int] = ..., python: _Optional[str] = ..., cloudpickle: _Optional[str] = ..., draining: _Optional[bool] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -1,0 +1,44 @@
+"""The ``distaff worker`` options for pools beyond one machine: health, advertise, tokens."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_cluster_options(worker: argparse.ArgumentParser) -> None:
+    """Add --health-port, --advertise, --token-file, --server-name (and a test-only option)."""
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the standard gRPC health service alone, in plaintext, on this "
+        "port (for Kubernetes grpc: probes); it exposes nothing else",
+    )
+    worker.add_argument(
+        "--advertise",
+        metavar="HOST",
+        help="the address to publish when binding a wildcard (e.g. the pod IP)",
+    )
+    worker.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="authenticate callers by the bearer token in FILE (its first line), over TLS",
+    )
+    worker.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="the name to expect in other workers' certificates on nested calls "
+        "(when they are dialled by IP with a certificate for a service name)",
+    )
+    # for tests only: report another Python version in Describe and metadata
+    worker.add_argument("--pretend-python", help=argparse.SUPPRESS)
+
+
+def cluster_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The WorkerConfig fields these options set."""
+    return {
+        "advertise": args.advertise,
+        "health_port": args.health_port,
+        "pretend_python": args.pretend_python,
+    }
