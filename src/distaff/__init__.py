@@ -65,6 +65,8 @@ from .balancers.base import (
 from .balancers.base import (
     LoadBalancerLike as LoadBalancerLike,
 )
+from .balancers.latency import LatencyAwareLoadBalancer as LatencyAwareLoadBalancer
+from .balancers.leastloaded import LeastLoadedLoadBalancer as LeastLoadedLoadBalancer
 from .balancers.roundrobin import RoundRobinLoadBalancer as RoundRobinLoadBalancer
 from .proxy.connection import WorkerConnection as WorkerConnection
 from .proxy.context import LoadBalancerContext as LoadBalancerContext
@@ -100,6 +102,8 @@ __all__ = [
     "DnsDiscovery",
     "InsecureBindError",
     "LanDiscovery",
+    "LatencyAwareLoadBalancer",
+    "LeastLoadedLoadBalancer",
     "LoadBalancerContext",
     "LoadBalancerContextLike",
     "LoadBalancerContextView",

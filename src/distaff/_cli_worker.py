@@ -31,6 +31,13 @@ def add_cluster_options(worker: argparse.ArgumentParser) -> None:
         help="the name to expect in other workers' certificates on nested calls "
         "(when they are dialled by IP with a certificate for a service name)",
     )
+    worker.add_argument(
+        "--max-concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="run at most N calls at once (open streams count); over it, refuse new "
+        "calls before unpickling them, so callers try another worker (default: no limit)",
+    )
     # for tests only: report another Python version in Describe and metadata
     worker.add_argument("--pretend-python", help=argparse.SUPPRESS)
 
@@ -41,4 +48,15 @@ def cluster_config(args: argparse.Namespace) -> dict[str, Any]:
         "advertise": args.advertise,
         "health_port": args.health_port,
         "pretend_python": args.pretend_python,
+        "max_concurrency": args.max_concurrency,
     }
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

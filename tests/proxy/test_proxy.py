@@ -303,7 +303,7 @@ class TestWorkerProxyDelegateDispatch:
         assert result is stream
         assert stream.aclose_calls == 0
         assert [sent for sent, _ in fake.calls] == [task]
-        assert fake.calls[0][1] == pytest.approx(3.0, abs=0.5)  # what is left of it
+        assert 0 < fake.calls[0][1] <= 3.0  # this attempt's share of the budget
         assert balancer.winners == [proxy.workers[0]]
         assert balancer.offered == ["a"]
 

@@ -37,11 +37,26 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class ConnectionStatistics:
-    """What a connection tells a balancer about its load."""
+    """What a connection tells a balancer about its load (a snapshot).
+
+    Attributes:
+        in_flight: this caller's calls on the worker, counted from the moment
+            a balancer hands the worker to the proxy.
+        completed: calls that ended well.
+        failed: calls that failed, were refused or were cancelled.
+        latency: peak-weighted moving average of call completion time (s);
+            0.0 until a call completed. Failures count as slow.
+        reported_running: calls the worker said it runs over all its callers,
+            or None when its last report is older than a second.
+        reported_capacity: the worker's max_concurrency (0: unbounded), or None.
+    """
 
     in_flight: int
     completed: int
     failed: int
+    latency: float = 0.0
+    reported_running: int | None = None
+    reported_capacity: int | None = None
 
 
 @runtime_checkable
@@ -54,8 +69,25 @@ class WorkerConnectionLike(Protocol):
 
     target: str
 
+    @property
+    def in_flight(self) -> int:
+        """This caller's calls on the worker (updated at the hand-off, before any await)."""
+        ...
+
+    @property
+    def load(self) -> float:
+        """Calls on the worker from every caller, as best known: this caller's
+        own now, plus the others' from the worker's last fresh report; ``inf``
+        while the worker said it is full."""
+        ...
+
+    @property
+    def latency(self) -> float:
+        """Peak-weighted moving average of completion time (s); 0.0 if unknown."""
+        ...
+
     def statistics(self) -> ConnectionStatistics:
-        """Calls in flight, completed and failed on this connection."""
+        """A snapshot of the counters above."""
         ...
 
     async def dispatch(self, task: Task, *, timeout: float | None = None) -> AsyncIterator[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from typing import Any, Protocol
 
 from .._exceptions import RpcError, StatusCode, WorkerLostError
@@ -45,6 +46,7 @@ class RemoteCall:
         "_link",
         "_waiter",
         "_window",
+        "born",
         "closed_by",
         "id",
     )
@@ -52,6 +54,8 @@ class RemoteCall:
     def __init__(self, link: CallLink, generator: bool, window: int) -> None:
         self._link = link
         self.id = 0
+        # when it began, for the connection's latency average (calls, not streams)
+        self.born: float | None = None if generator else time.monotonic()
         self._generator = generator
         self._window = window
         self._consumed = 0

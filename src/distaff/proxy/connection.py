@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +49,13 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 TransportFactory = Callable[[], Transport]
 
+# a worker's load report counts for this long
+REPORT_TTL = 1.0
+# peak-EWMA latency decays toward new samples with this time constant (s)
+_LATENCY_DECAY = 2.0
+# a failed or refused attempt counts as a call this slow (s)
+_FAILURE_PENALTY = 1.0
+
 
 class _SessionDriver:
     """Runs one CallerSession over one transport; owned by its connection.
@@ -76,7 +85,7 @@ class _SessionDriver:
 
     def cancel(self, call: int) -> None:
         if self.session.cancel(call):
-            self._connection._finished(failed=True)
+            self._connection._finished(failed=True, born=None)
             self._pump.wake()
 
     # the stream
@@ -115,6 +124,8 @@ class _SessionDriver:
     async def _read(self) -> RpcError:
         try:
             while (envelope := await self._transport.read()) is not None:
+                if envelope.HasField("load"):
+                    self._connection._reported(envelope.load)
                 self._deliver(self.session.receive(envelope))
                 if self.session.has_data():
                     self._pump.wake()
@@ -135,7 +146,7 @@ class _SessionDriver:
             else:
                 if isinstance(event, s.FINAL):
                     failed = not isinstance(event, (s.Result, s.Done))
-                    self._connection._finished(failed=failed)
+                    self._connection._finished(failed=failed, born=event.owner.born)
                 event.owner.feed(event)
 
     def _end(self, error: RpcError) -> None:
@@ -189,6 +200,12 @@ class WorkerConnection:
         self._driver: _SessionDriver | None = None
         self._completed = 0
         self._failed = 0
+        self._reserved = 0  # dispatches between the balancer's hand-off and open_call
+        self._latency = 0.0
+        self._latency_at = 0.0
+        self._report: Any = None  # the worker's last Load, and when it came
+        self._report_at = 0.0
+        self._report_mine = 0  # our in-flight count when it came
         self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -201,19 +218,75 @@ class WorkerConnection:
         """True once the worker said it refuses new calls on this session."""
         return self._driver is not None and self._driver.session.draining
 
-    def _finished(self, *, failed: bool) -> None:
+    def _finished(self, *, failed: bool, born: float | None) -> None:
         if failed:
             self._failed += 1
         else:
             self._completed += 1
+        if born is not None:
+            self._observe(time.monotonic() - born, failed=failed)
         driver = self._driver
         if driver is None or not driver.session.open_calls:
             self._idle.set()
 
+    def _observe(self, seconds: float, *, failed: bool = False) -> None:
+        """Fold one completion time into the peak-weighted moving average."""
+        if failed:
+            seconds = max(seconds, _FAILURE_PENALTY)
+        now = time.monotonic()
+        if seconds > self._latency:
+            self._latency = seconds  # peaks count at once
+        else:
+            weight = math.exp(-(now - self._latency_at) / _LATENCY_DECAY)
+            self._latency = self._latency * weight + seconds * (1 - weight)
+        self._latency_at = now
+
+    def _reported(self, load: Any) -> None:
+        self._report = (load.running, load.capacity)
+        self._report_at = time.monotonic()
+        self._report_mine = self.in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """This caller's calls on the worker, counted from the balancer's hand-off."""
+        driver = self._driver
+        return self._reserved + (driver.session.open_calls if driver is not None else 0)
+
+    @property
+    def latency(self) -> float:
+        """Peak-weighted moving average of completion time (s); 0.0 if unknown."""
+        return self._latency
+
+    def _fresh_report(self) -> tuple[int, int] | None:
+        if self._report is None or time.monotonic() - self._report_at > REPORT_TTL:
+            return None
+        report: tuple[int, int] = self._report
+        return report
+
+    @property
+    def load(self) -> float:
+        """Calls on the worker from every caller, as best known (``inf`` when full)."""
+        mine = self.in_flight
+        report = self._fresh_report()
+        if report is None:
+            return float(mine)
+        running, capacity = report
+        total = mine + max(running - self._report_mine, 0)
+        if capacity and total >= capacity:
+            return math.inf
+        return float(total)
+
     def statistics(self) -> ConnectionStatistics:
-        """Return in-flight, completed and failed call counts."""
-        in_flight = self._driver.session.open_calls if self._driver else 0
-        return ConnectionStatistics(in_flight, self._completed, self._failed)
+        """A snapshot of in-flight, completed, failed, latency and the last report."""
+        report = self._fresh_report()
+        return ConnectionStatistics(
+            self.in_flight,
+            self._completed,
+            self._failed,
+            self._latency,
+            report[0] if report else None,
+            report[1] if report else None,
+        )
 
     def open_calls(self) -> list[RemoteCall]:
         """The calls that have not ended yet."""
@@ -248,14 +321,28 @@ class WorkerConnection:
             raise RpcError(StatusCode.CANCELLED, "the connection is closed", self.target)
         driver = self._live_driver()
         self._idle.clear()
+        # counted before the first await, so a balancer choosing for the next
+        # dispatch in the same tick already sees this one
+        self._reserved += 1
+        reservation = [True]  # handed over to the session when the call opens
         try:
-            return await self._start(driver, fields, task, timeout)
+            return await self._start(driver, fields, task, timeout, reservation)
+        except TransientRpcError:
+            self._observe(0.0, failed=True)  # refused or unreachable: slow, for now
+            raise
         finally:
+            if reservation[0]:
+                self._reserved -= 1
             if not driver.session.open_calls:
                 self._idle.set()
 
     async def _start(
-        self, driver: _SessionDriver, fields: s.StartFields, task: Task, timeout: float | None
+        self,
+        driver: _SessionDriver,
+        fields: s.StartFields,
+        task: Task,
+        timeout: float | None,
+        reservation: list[bool],
     ) -> RemoteCall:
         session = driver.session
         call: RemoteCall | None = None
@@ -270,6 +357,8 @@ class WorkerConnection:
                     )
                 call = RemoteCall(driver, task.generator, task.window)
                 call.id = session.open_call(fields, owner=call)
+                self._reserved -= 1  # now counted among the session's open calls
+                reservation[0] = False
                 await driver.sent()
         except TimeoutError:
             if call is None or session.phase(call.id) is s.Phase.QUEUED:

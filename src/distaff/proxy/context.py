@@ -19,6 +19,7 @@ class LoadBalancerContext:
     def __init__(self) -> None:
         self._workers: dict[WorkerMetadata, WorkerConnection] = {}
         self._view = types.MappingProxyType(self._workers)
+        self.version = 0  # bumped on every change: balancers cache snapshots by it
 
     @property
     def workers(self) -> Mapping[WorkerMetadata, WorkerConnection]:
@@ -35,6 +36,7 @@ class LoadBalancerContext:
         if old is not None:
             del self._workers[old]
         self._workers[metadata] = connection
+        self.version += 1
 
     def update_worker(self, metadata: WorkerMetadata) -> None:
         """Replace the metadata of the worker with the same uid, keeping its place."""
@@ -44,8 +46,12 @@ class LoadBalancerContext:
         items = [(metadata if m is old else m, c) for m, c in self._workers.items()]
         self._workers.clear()
         self._workers.update(items)
+        self.version += 1
 
     def remove_worker(self, metadata: WorkerMetadata) -> WorkerConnection | None:
         """Evict the worker with ``metadata``'s uid; return its connection."""
         old = self.find(metadata.uid)
-        return self._workers.pop(old) if old is not None else None
+        if old is None:
+            return None
+        self.version += 1
+        return self._workers.pop(old)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import pickle
+import random
 import time
 import uuid
 import warnings
@@ -13,7 +14,12 @@ from typing import Any
 
 import cloudpickle
 
-from .._exceptions import NoWorkersAvailable, SerializationError, TransientRpcError
+from .._exceptions import (
+    NoWorkersAvailable,
+    SerializationError,
+    StatusCode,
+    TransientRpcError,
+)
 from ..balancers.base import (
     DelegatingLoadBalancerLike,
     LoadBalancerContextView,
@@ -342,7 +348,29 @@ class WorkerProxy:
     async def _delegate_dispatch(
         self, membership: Membership, task: Task, deadline: float | None
     ) -> RemoteCall:
+        """Ask the balancer round after round while every worker is busy."""
+        patience = deadline if deadline is not None else time.monotonic() + self.wait
+        backoff = _BUSY_FIRST
+        while True:
+            try:
+                return await self._delegate_round(membership, task, deadline)
+            except _AllBusy as busy:
+                now = time.monotonic()
+                if now >= patience:
+                    if deadline is not None:
+                        raise _dispatch_timeout() from busy.last
+                    raise NoWorkersAvailable(
+                        f"every worker stayed busy for {self.wait} s; the last: {busy.last}"
+                    ) from busy.last
+                await asyncio.sleep(min(backoff * random.uniform(0.5, 1.5), patience - now))
+                backoff = min(backoff * 2, _BUSY_LAST)
+
+    async def _delegate_round(
+        self, membership: Membership, task: Task, deadline: float | None
+    ) -> RemoteCall:
+        """The seed's loop: dispatch to each candidate; skip, evict, or hand over."""
         candidates = self._balancer.delegate(context=membership.context)
+        busy = True
         try:
             try:
                 metadata, connection = await anext(candidates)
@@ -351,20 +379,23 @@ class WorkerProxy:
                     "the load balancer offered no worker" + self._admission.explain()
                 ) from None
             while True:
-                timeout = None if deadline is None else deadline - time.monotonic()
-                if timeout is not None and timeout <= 0:
-                    raise _dispatch_timeout()
+                timeout = _attempt_budget(deadline)
                 try:
                     stream = await connection.dispatch(task, timeout=timeout)
                     break
                 except TransientRpcError as exc:
                     failure: Exception = exc
+                    # busy, or out of this attempt's share of time: worth another round
+                    busy = busy and exc.code in _AGAIN
                 except Exception as exc:
                     membership.evict(metadata)
                     failure = exc
+                    busy = False
                 try:
                     metadata, connection = await candidates.athrow(failure)
                 except StopAsyncIteration:
+                    if busy:
+                        raise _AllBusy(failure) from None
                     if deadline is not None and time.monotonic() >= deadline:
                         raise _dispatch_timeout() from failure
                     raise NoWorkersAvailable(
@@ -397,6 +428,34 @@ class WorkerProxy:
         return (
             f"WorkerProxy(id={self.id!r}, state={self._state.value}, workers={len(self.workers)})"
         )
+
+
+# while every worker is busy, a call asks again after a back-off from/to these (s)
+_BUSY_FIRST = 0.002
+_BUSY_LAST = 0.1
+# an attempt may use half of what is left of the dispatch budget, at least this (s)
+_ATTEMPT_FLOOR = 0.25
+
+
+_AGAIN = frozenset({StatusCode.RESOURCE_EXHAUSTED, StatusCode.DEADLINE_EXCEEDED})
+
+
+class _AllBusy(Exception):
+    """Every candidate was busy (or slow to answer) within the time it had."""
+
+    def __init__(self, last: Exception) -> None:
+        super().__init__(str(last))
+        self.last = last
+
+
+def _attempt_budget(deadline: float | None) -> float | None:
+    """One attempt's share of the dispatch budget, so a frozen worker leaves time for others."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _dispatch_timeout()
+    return max(left / 2, min(left, _ATTEMPT_FLOOR))
 
 
 def _dispatch_timeout() -> TimeoutError:

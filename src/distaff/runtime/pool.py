@@ -44,6 +44,10 @@ class WorkerPool:
         wait: seconds a call waits for a first worker to appear.
         credentials: TLS material: spawned workers serve TLS with it, and only
             TLS workers are admitted.
+        max_concurrency: the most calls each spawned worker runs at once; over
+            it a worker refuses a call before unpickling it and the call goes
+            to another worker, or waits (within its ``dispatch_timeout``) when
+            every worker is busy.
 
     Leaving the block stops the spawned workers (SIGTERM, drain, SIGKILL after
     the grace) and leaves no process behind, also when the block raises.
@@ -60,6 +64,7 @@ class WorkerPool:
         grace: float = 5.0,
         wait: float = 10.0,
         credentials: WorkerCredentials | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         if isinstance(discovery, str):
             discovery = discovery_from_uri(discovery)
@@ -73,6 +78,9 @@ class WorkerPool:
         self.spawn = spawn
         self.grace = grace
         self.credentials = credentials
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 or None, not {max_concurrency!r}")
+        self.max_concurrency = max_concurrency
         self._discovery = discovery or LocalDiscovery(f"pool-{uuid.uuid4().hex}")
         self._processes: list[WorkerProcess] = []
         self._proxy = WorkerProxy(
@@ -128,6 +136,7 @@ class WorkerPool:
             discovery=self._discovery,
             grace=self.grace,
             credentials=self.credentials,
+            max_concurrency=self.max_concurrency,
         )
         self._processes = [
             WorkerProcess(WorkerConfig(**{**vars(config), "uid": uuid.uuid4().hex}))

@@ -72,6 +72,8 @@ class WorkerConfig:
             e.g. the pod IP when binding a wildcard.
         health_port: also serve the health service alone, plaintext, on this
             port of ``host`` (for Kubernetes probes); None: no such port.
+        max_concurrency: the most calls run at once (None: no limit); over
+            it, new calls are refused before unpickling (callers move on).
         pretend_python: for tests only: the Python version Describe and the
             published metadata report instead of the real one.
     """
@@ -90,6 +92,7 @@ class WorkerConfig:
     advertise: str | None = None
     health_port: int | None = None
     pretend_python: str | None = None
+    max_concurrency: int | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -143,7 +146,9 @@ class Worker:
         self.config = config
         self._stop = asyncio.Event()
         self._proxies = ProxyRegistry(config.credentials)
-        self._service = WorkerService(self._proxies, self._stop.set, config.uid)
+        self._service = WorkerService(
+            self._proxies, self._stop.set, config.uid, max_concurrency=config.max_concurrency
+        )
         self._publisher: Any = None
         self._health = WorkerHealth()
         self.metadata: WorkerMetadata | None = None

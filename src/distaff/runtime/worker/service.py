@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -72,14 +73,29 @@ class _Call:
 class _Served:
     """One session being served: its state machine, pump and calls."""
 
-    __slots__ = ("calls", "ended", "error", "pump", "session")
+    __slots__ = ("_load", "calls", "ended", "error", "pump", "reported", "session")
 
-    def __init__(self, session: s.WorkerSession, pump: Pump) -> None:
+    def __init__(self, session: s.WorkerSession, transport: ServerTransport, load: Any) -> None:
         self.session = session
-        self.pump = pump
+        self.reported = 0.0
+        self.pump = Pump(self._take, transport.write)
+        self._load = load
         self.calls: dict[int, _Call] = {}
         self.ended = asyncio.Event()  # the caller finished sending, or we finish
         self.error: s.ProtocolError | None = None
+
+    def _take(self) -> list[Envelope]:
+        envelopes = self.session.data_to_send()
+        if envelopes:
+            now = time.monotonic()
+            if now - self.reported >= _LOAD_EVERY:  # piggyback: no message of its own
+                self.reported = now
+                self._load(envelopes[-1].load)
+        return envelopes
+
+
+# how often a session's outgoing envelopes carry the worker's load
+_LOAD_EVERY = 0.05
 
 
 class WorkerService:
@@ -92,9 +108,16 @@ class WorkerService:
     """
 
     def __init__(
-        self, proxies: ProxyRegistry, on_stop: Callable[[], None], worker: str = ""
+        self,
+        proxies: ProxyRegistry,
+        on_stop: Callable[[], None],
+        worker: str = "",
+        *,
+        max_concurrency: int | None = None,
     ) -> None:
         self._proxies = proxies
+        self.max_concurrency = max_concurrency
+        self.loop_lag = 0.0  # moving average of how late a call's first callback runs
         self._on_stop = on_stop
         self.worker = worker
         self.address = ""  # set once the server is bound; named in errors
@@ -131,7 +154,7 @@ class WorkerService:
             ProtocolError: the caller broke the protocol (bad hello, replay).
         """
         session = s.WorkerSession(self.worker, draining=self._draining)
-        served = _Served(session, Pump(session.data_to_send, transport.write))
+        served = _Served(session, transport, self._report_load)
         self._served.add(served)
         self._no_sessions.clear()
         try:
@@ -168,8 +191,20 @@ class WorkerService:
         finally:
             served.ended.set()
 
+    def _report_load(self, load: Any) -> None:
+        load.running = len(self._running)
+        load.capacity = self.max_concurrency or 0
+        load.loop_lag = self.loop_lag
+
     def _handle(self, event: s.WorkerEvent, served: _Served, group: asyncio.TaskGroup) -> None:
         if isinstance(event, s.Started):
+            limit = self.max_concurrency
+            if limit is not None and len(self._running) >= limit:
+                # refused before anything is unpickled: the caller tries elsewhere
+                served.session.refuse(
+                    event.call, f"busy: {limit} calls running (max_concurrency={limit})", busy=True
+                )
+                return
             self._start(event.call, event.start, served, group)
             return
         call = served.calls.get(event.call)
@@ -191,10 +226,14 @@ class WorkerService:
         # The ack goes out after the call's first step: a call that finished in
         # that step needs none (its result frame implies it), which makes a
         # short coroutine one frame and one write each way.
-        asyncio.get_running_loop().call_soon(self._ack_unless_done, call_id, task, served)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._ack_unless_done, call_id, task, served, loop.time())
 
-    @staticmethod
-    def _ack_unless_done(call_id: int, task: asyncio.Task[None], served: _Served) -> None:
+    def _ack_unless_done(
+        self, call_id: int, task: asyncio.Task[None], served: _Served, queued: float
+    ) -> None:
+        lag = asyncio.get_running_loop().time() - queued
+        self.loop_lag += (lag - self.loop_lag) * 0.1
         if not task.done():
             served.session.ack(call_id)
             served.pump.wake()

@@ -21,10 +21,22 @@ STEP_CLOSE: StepKind
 STEP_CREDIT: StepKind
 
 class Envelope(_message.Message):
-    __slots__ = ("frames",)
+    __slots__ = ("frames", "load")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
-    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
+    load: Load
+    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., load: _Optional[_Union[Load, _Mapping]] = ...) -> None: ...
+
+class Load(_message.Message):
+    __slots__ = ("running", "capacity", "loop_lag")
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    LOOP_LAG_FIELD_NUMBER: _ClassVar[int]
+    running: int
+    capacity: int
+    loop_lag: float
+    def __init__(self, running: _Optional[int] = ..., capacity: _Optional[int] = ..., loop_lag: _Optional[float] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("call", "hello", "start", "step", "cancel", "ack", "value", "done", "error", "reject", "drain")
@@ -121,10 +133,12 @@ class Error(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
 
 class Reject(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "busy")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    busy: bool
+    def __init__(self, reason: _Optional[str] = ..., busy: _Optional[bool] = ...) -> None: ...
 
 class Drain(_message.Message):
     __slots__ = ()

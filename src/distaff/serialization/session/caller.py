@@ -128,6 +128,7 @@ class Refused:
     call: int
     owner: Any
     reason: str
+    busy: bool = False  # at its concurrency limit, rather than draining
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -338,7 +339,8 @@ class CallerSession:
                 if state.phase is not Phase.WRITTEN:
                     raise ProtocolError(f"a reject for call {call} after it was accepted")
                 del self._calls[call]
-                events.append(Refused(call, state.owner, frame.reject.reason or "refused"))
+                reject = frame.reject
+                events.append(Refused(call, state.owner, reject.reason or "refused", reject.busy))
                 continue
             if state.phase is Phase.QUEUED:
                 raise ProtocolError(f"a {kind!r} frame for call {call}, never sent")

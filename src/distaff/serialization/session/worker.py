@@ -157,6 +157,14 @@ class WorkerSession:
         if self._calls.pop(call, None) is not None:
             self._final(call).error.payload = payload
 
+    def refuse(self, call: int, reason: str, *, busy: bool = False) -> None:
+        """Final: refuse a call just started, before running any of it (safe to retry)."""
+        if self._calls.get(call) is _State.RUNNING:
+            del self._calls[call]
+            reject = self._final(call).reject
+            reject.reason = reason
+            reject.busy = busy
+
     def forget(self, call: int) -> None:
         """End a call the caller cancelled: it wants no final frame."""
         self._calls.pop(call, None)

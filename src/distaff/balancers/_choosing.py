@@ -1,0 +1,115 @@
+"""What the load-aware balancers share: the delegate loop and cached snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ..serialization.metadata import WorkerMetadata
+from .base import LoadBalancerContextView, WorkerConnectionLike
+
+Candidate = tuple[WorkerMetadata, WorkerConnectionLike]
+
+
+class Snapshots:
+    """Each context's workers as a list, rebuilt only when the context changes.
+
+    A context with a ``version`` counter (``LoadBalancerContext`` has one) is
+    copied once per change, so choosing stays O(1) per dispatch however large
+    the pool; any other context is copied on every call.
+    """
+
+    def __init__(self) -> None:
+        self._cache: weakref.WeakKeyDictionary[Any, tuple[int, list[Candidate]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, context: LoadBalancerContextView) -> list[Candidate]:
+        """The context's ``(metadata, connection)`` pairs, in admission order."""
+        version = getattr(context, "version", None)
+        if version is None:
+            return list(context.workers.items())
+        hit = self._cache.get(context)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        items = list(context.workers.items())
+        with contextlib.suppress(TypeError):  # not weakly referenceable: no cache
+            self._cache[context] = (version, items)
+        return items
+
+
+class ChoosingBalancer:
+    """A delegating balancer that offers, each time, its best untried worker.
+
+    Subclasses say how good a worker is (``score``, lower is better) and
+    whether to scan every worker or to compare two at random.
+
+    The generator follows the seed protocol: a failure (``athrow``) moves on
+    to the next best untried worker, a success (``asend``) ends it, and it
+    ends by itself once every worker was tried. It holds nothing across
+    calls but its snapshots and random state, and pickles as configuration.
+    """
+
+    exact_up_to = 16
+
+    def __init__(self) -> None:
+        self._snapshots = Snapshots()
+        self._random = random.Random()
+
+    def score(self, connection: WorkerConnectionLike) -> float:
+        """How costly sending one more call to this worker looks (lower is better)."""
+        raise NotImplementedError
+
+    async def delegate(
+        self, *, context: LoadBalancerContextView
+    ) -> AsyncGenerator[Candidate, WorkerMetadata | None]:
+        """Offer the best untried worker until one wins or all were tried."""
+        tried: set[str] = set()
+        while (candidate := self.choose(context, tried)) is not None:
+            tried.add(candidate[0].uid)
+            try:
+                winner = yield candidate
+            except Exception:
+                continue
+            if winner is not None:
+                return
+
+    def choose(self, context: LoadBalancerContextView, tried: set[str]) -> Candidate | None:
+        """The next candidate: exact below ``exact_up_to`` workers, else best of two."""
+        workers = self._snapshots.get(context)
+        if len(workers) > self.exact_up_to:
+            pick = self._best_of_two(workers, tried)
+            if pick is not None:
+                return pick
+        return self._best_of_all(workers, tried)
+
+    def _best_of_all(self, workers: list[Candidate], tried: set[str]) -> Candidate | None:
+        best: Candidate | None = None
+        best_score = 0.0
+        ties = 0
+        for candidate in workers:
+            if candidate[0].uid in tried:
+                continue
+            score = self.score(candidate[1])
+            if best is None or score < best_score:
+                best, best_score, ties = candidate, score, 1
+            elif score == best_score:
+                ties += 1  # reservoir sampling: each tie equally likely
+                if self._random.randrange(ties) == 0:
+                    best = candidate
+        return best
+
+    def _best_of_two(self, workers: list[Candidate], tried: set[str]) -> Candidate | None:
+        picks: list[Candidate] = []
+        for _ in range(8):  # a few draws; the caller scans when most were tried
+            candidate = workers[self._random.randrange(len(workers))]
+            if candidate[0].uid not in tried and all(candidate is not p for p in picks):
+                picks.append(candidate)
+                if len(picks) == 2:
+                    break
+        if not picks:
+            return None
+        return min(picks, key=lambda c: self.score(c[1]))

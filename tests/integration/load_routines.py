@@ -1,0 +1,23 @@
+"""Routines for the load-balancing tests (importable by workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import distaff
+
+
+@distaff.routine
+async def nap(seconds: float) -> int:
+    """Sleep without blocking the loop; return the worker's pid."""
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
+@distaff.routine
+async def hog(seconds: float) -> int:
+    """Block the worker's event loop (a CPU-bound body written as async def)."""
+    time.sleep(seconds)  # noqa: ASYNC251 - the point of this routine
+    return os.getpid()

@@ -1,0 +1,77 @@
+"""Load-aware balancing and workers that say "busy", on real pools."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+
+import distaff
+
+from . import load_routines as lr
+
+
+async def test_a_burst_in_one_tick_spreads_evenly_over_idle_workers() -> None:
+    async with distaff.WorkerPool(spawn=4, loadbalancer=distaff.LeastLoadedLoadBalancer):
+        pids = await asyncio.gather(*(lr.nap(0.3) for _ in range(100)))
+
+    counts = collections.Counter(pids)
+    assert len(counts) == 4
+    assert all(24 <= n <= 26 for n in counts.values()), counts
+
+
+async def test_least_loaded_keeps_quick_calls_off_a_stuck_worker() -> None:
+    """One worker of two blocked for 2 s: quick calls go to the other one."""
+    balancer = distaff.LeastLoadedLoadBalancer
+    async with distaff.WorkerPool(spawn=2, loadbalancer=balancer) as pool:
+        stuck = asyncio.create_task(lr.hog(2.0))
+        async with asyncio.timeout(10):
+            while pool.proxy.in_flight() < 1:  # the hog was handed to a worker
+                await asyncio.sleep(0.001)
+        quick = [await lr.nap(0.01) for _ in range(40)]
+        hog_pid = await stuck
+
+    assert sum(pid != hog_pid for pid in quick) == 40
+
+
+async def test_a_busy_worker_refuses_and_the_call_waits_for_a_free_one() -> None:
+    async with distaff.WorkerPool(spawn=2, max_concurrency=1) as pool:
+        first = asyncio.create_task(lr.nap(1.0))
+        second = asyncio.create_task(lr.nap(1.0))
+        async with asyncio.timeout(10):
+            while pool.proxy.in_flight() < 2:
+                await asyncio.sleep(0.005)
+
+        third = await lr.nap(0.0)  # every worker is busy: it waits, then runs
+
+        assert third in {await first, await second}
+        refused = sum(c.statistics().failed for c in pool.proxy.context.workers.values())
+        assert refused >= 1  # at least one busy refusal happened on the way
+
+
+async def test_a_call_that_finds_every_worker_busy_times_out_within_its_dispatch_timeout() -> None:
+    async with distaff.WorkerPool(spawn=1, max_concurrency=1) as pool:
+        running = asyncio.create_task(lr.nap(3.0))
+        async with asyncio.timeout(10):
+            while pool.proxy.in_flight() < 1:
+                await asyncio.sleep(0.005)
+
+        with pytest.raises(TimeoutError), distaff.RuntimeContext(dispatch_timeout=0.3):
+            await lr.nap(0.0)
+
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+
+async def test_workers_report_their_load_on_replies() -> None:
+    async with distaff.WorkerPool(spawn=1, max_concurrency=8) as pool:
+        await lr.nap(0.0)
+        (connection,) = pool.proxy.context.workers.values()
+
+        stats = connection.statistics()
+
+    assert stats.reported_capacity == 8
+    assert stats.reported_running is not None
+    assert stats.latency > 0
