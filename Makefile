@@ -41,6 +41,7 @@ proto-check: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
+	$(PY) -m bench.balancing
 
 soak: $(STAMP)
 	$(PY) -m pytest -q -m soak -p no:cacheprovider

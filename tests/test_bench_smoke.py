@@ -74,3 +74,27 @@ def test_quick_w7_compares_distaff_map_with_the_process_pool(tmp_path: pathlib.P
     assert metrics["ppe_items_per_s"] > 0
     assert metrics["ratio_to_ppe"] == metrics["items_per_s"] / metrics["ppe_items_per_s"]
     assert "W7 ProcessPoolExecutor.map" in (tmp_path / "latest.md").read_text()
+
+
+QUICK_W6 = [sys.executable, "-m", "bench.balancing", "--quick", "--reps", "1", "--count", "40"]
+
+
+def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path) -> None:
+    result = subprocess.run(
+        [*QUICK_W6, "--scenarios", "B", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "balancing.json").read_text())
+    assert set(report["summary"]) == {
+        f"B/{mode}/{b}"
+        for mode in ("open", "closed")
+        for b in ("roundrobin", "random", "leastloaded", "latency")
+    }
+    table = (tmp_path / "balancing.md").read_text()
+    assert "p99 vs RR" in table
+    assert "| leastloaded |" in table
