@@ -37,6 +37,9 @@ class _CallerEnd:
     async def write(self, envelope: Envelope) -> None:
         self._to_worker.put_nowait(envelope)
 
+    async def done_writing(self) -> None:
+        self._to_worker.put_nowait(_EOF)
+
     def close(self) -> None:
         self._serving.cancel()
 

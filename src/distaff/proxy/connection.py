@@ -99,6 +99,10 @@ class _SessionDriver:
                     future.set_result(None)
         return envelopes
 
+    def wake(self) -> None:
+        """Let the pump write what is queued."""
+        self._pump.wake()
+
     async def sent(self) -> None:
         """Wait until everything queued so far went to the transport."""
         future = asyncio.get_running_loop().create_future()
@@ -120,6 +124,13 @@ class _SessionDriver:
         # a broken stream is reported by the read side, which sees its status
         with contextlib.suppress(RpcError):
             await self._pump.run()
+            # closed because the worker drains and nothing is left to say: tell
+            # it no Start can follow, so it can end the stream and lose nothing
+            await self._transport.done_writing()
+
+    def _half_close_if_drained(self) -> None:
+        if self.session.draining and not self.session.open_calls:
+            self._pump.close()
 
     async def _read(self) -> RpcError:
         try:
@@ -129,6 +140,7 @@ class _SessionDriver:
                 self._deliver(self.session.receive(envelope))
                 if self.session.has_data():
                     self._pump.wake()
+                self._half_close_if_drained()
         except RpcError as exc:
             return exc
         except s.ProtocolError as exc:
@@ -359,7 +371,10 @@ class WorkerConnection:
                 call.id = session.open_call(fields, owner=call)
                 self._reserved -= 1  # now counted among the session's open calls
                 reservation[0] = False
-                await driver.sent()
+                if timeout is None:
+                    driver.wake()  # nothing to bound: the pump writes it next
+                else:
+                    await driver.sent()
         except TimeoutError:
             if call is None or session.phase(call.id) is s.Phase.QUEUED:
                 if call is not None:

@@ -54,6 +54,10 @@ class Transport(Protocol):
         """Send one envelope. Raises RpcError if the stream broke."""
         ...
 
+    async def done_writing(self) -> None:
+        """Half-close: this side will send nothing more."""
+        ...
+
     def close(self) -> None:
         """Abandon the stream (cancel it); idempotent, never blocks."""
         ...
@@ -92,6 +96,15 @@ class GrpcTransport:
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from exc
         except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:  # after it ended
+            raise RpcError(StatusCode.CANCELLED, str(exc), self.target) from exc
+
+    async def done_writing(self) -> None:
+        """Half-close the call."""
+        try:
+            await self._call.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from exc
+        except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             raise RpcError(StatusCode.CANCELLED, str(exc), self.target) from exc
 
     def close(self) -> None:

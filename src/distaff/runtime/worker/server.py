@@ -196,9 +196,7 @@ class Worker:
             await self._proxies.aclose()
             # every call has ended: let each session write its last frames and
             # end with an OK status, so no caller sees a stream cut mid-call
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_FINISH_TIMEOUT):
-                    await self._service.finish()
+            await self._service.finish(_FINISH_TIMEOUT)
         finally:
             await self._close_publisher()
             await server.stop(_FINISH_TIMEOUT)

@@ -381,13 +381,19 @@ class WorkerService:
             await asyncio.wait([c.task for c in leftover if c.task])
         return len(leftover)
 
-    async def finish(self) -> None:
+    async def finish(self, patience: float) -> None:
         """End every session cleanly once its final frames are written.
 
-        Call after ``drain``: no call runs any more, so each session flushes
-        what it has queued and ends its stream with an OK status. Callers
-        then see every result they were owed, and no stream is cut.
+        Call after ``drain``: no call runs any more. Each caller, told of the
+        drain, half-closes its stream once its calls are done; a Start that
+        crossed the Drain frame on the wire is still read and refused (safe
+        to retry) until then. A session whose caller stays silent for
+        ``patience`` seconds is ended anyway. Each ends with an OK status
+        after its last frames are written, so no stream is cut mid-call.
         """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(patience):
+                await self._no_sessions.wait()
         for served in self._served:
             served.ended.set()
         await self._no_sessions.wait()
