@@ -263,6 +263,11 @@ class LanSubscriber:
         """Open a subscription."""
         return self._follow()
 
+    def describe(self) -> str:
+        """Say what this follows: ``LanDiscovery('jobs')`` (None: every namespace)."""
+        extra = "" if self.service_type == SERVICE_TYPE else f", service_type={self.service_type!r}"
+        return f"LanDiscovery({self.namespace!r}{extra})"
+
     async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
         aiozc = AsyncZeroconf(interfaces=self.zeroconf_interfaces())
         try:

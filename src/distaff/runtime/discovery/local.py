@@ -131,6 +131,7 @@ class LocalPublisher:
     def __init__(self, directory: str) -> None:
         self._directory = directory
         self._written: dict[str, str] = {}  # uid -> path
+        self._wrote = False  # ever: then the directory may be ours to remove
         self._closed = False
 
     async def publish(self, event: DiscoveryEvent) -> None:
@@ -150,6 +151,7 @@ class LocalPublisher:
             return
         self._write(path, _own_header() + encode_metadata(event.metadata))
         self._written[uid] = path
+        self._wrote = True
 
     def _write(self, path: str, data: bytes) -> None:
         tmp = os.path.join(self._directory, f".{uuid.uuid4().hex}.tmp")
@@ -179,7 +181,8 @@ class LocalPublisher:
         for path in written.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        if written:
+        if self._wrote:
+            self._wrote = False
             with contextlib.suppress(OSError):  # not empty: others still publish there
                 os.rmdir(self._directory)
 
@@ -282,6 +285,13 @@ class LocalSubscriber:
     def __aiter__(self) -> AsyncIterator[DiscoveryEvent]:
         """Open a subscription."""
         return self._follow()
+
+    def describe(self) -> str:
+        """Say what this follows, as the discovery that made it: ``LocalDiscovery('jobs')``."""
+        root, namespace = os.path.split(self.directory)
+        if root == default_root():
+            return f"LocalDiscovery({namespace!r})"
+        return f"LocalDiscovery({namespace!r}, root={root!r})"
 
     async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
         scanner = _Scanner(self.directory)
