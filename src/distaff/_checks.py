@@ -7,7 +7,9 @@ meant, and NaN never is.
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 from typing import overload
 
 
@@ -61,3 +63,52 @@ def tags(values: tuple[str, ...]) -> frozenset[str]:
         if not tag.strip():
             raise ValueError(f"a tag must be a non-empty string, not {tag!r}")
     return frozenset(values)
+
+
+# argparse ``type=`` converters: a bad value becomes a usage error (exit 2)
+# that names the option, never a traceback.
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0..65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, not {port}")
+    return port
+
+
+def non_negative_seconds(text: str) -> float:
+    """A number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, not {text}")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """A string with something in it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def existing_file(text: str) -> str:
+    """The path of a file that exists and can be read."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    if not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}")
+    return text
+
+
+def existing_directory(text: str) -> str:
+    """The absolute path of a directory that exists."""
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
+    return os.path.abspath(text)

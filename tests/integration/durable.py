@@ -37,17 +37,19 @@ class DurableWorker:
 
 
 async def start_worker(
-    *args: str, prefix: Sequence[str] = (), timeout: float = 30.0
+    *args: str,
+    prefix: Sequence[str] = (),
+    timeout: float = 30.0,
+    command: Sequence[str] = (sys.executable, "-m", "distaff"),
+    cwd: pathlib.Path = ROOT,
 ) -> DurableWorker:
-    """Run ``distaff worker ARGS`` and wait for its "serving on" line."""
+    """Run ``distaff worker ARGS`` (in ``cwd``) and wait for its "serving on" line."""
     process = await asyncio.create_subprocess_exec(
         *prefix,
-        sys.executable,
-        "-m",
-        "distaff",
+        *command,
         "worker",
         *args,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

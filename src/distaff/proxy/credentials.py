@@ -30,6 +30,19 @@ class WorkerCredentials:
     key: bytes
     mutual: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes):
+                raise TypeError(
+                    f"{name} must be PEM bytes, not {type(value).__name__}; to read files "
+                    "use WorkerCredentials.from_files(ca, cert, key)"
+                )
+            if b"-----BEGIN " not in value:
+                raise ValueError(f"{name} is not PEM data (no '-----BEGIN ' line)")
+        if not isinstance(self.mutual, bool):
+            raise TypeError(f"mutual must be True or False, not {self.mutual!r}")
+
     @classmethod
     def from_files(
         cls,
@@ -39,13 +52,18 @@ class WorkerCredentials:
         *,
         mutual: bool = False,
     ) -> WorkerCredentials:
-        """Read PEM files; a missing or unreadable file raises OSError naming it."""
-        return cls(
-            ca=pathlib.Path(ca).read_bytes(),
-            cert=pathlib.Path(cert).read_bytes(),
-            key=pathlib.Path(key).read_bytes(),
-            mutual=mutual,
-        )
+        """Read PEM files.
+
+        Raises:
+            OSError: a file is missing or unreadable (naming it).
+            ValueError: a file holds no PEM data (naming it).
+        """
+        data = {}
+        for name, path in (("ca", ca), ("cert", cert), ("key", key)):
+            data[name] = pathlib.Path(path).read_bytes()
+            if b"-----BEGIN " not in data[name]:
+                raise ValueError(f"{name} file {str(path)!r} holds no PEM data")
+        return cls(**data, mutual=mutual)
 
     def server_credentials(self) -> Any:
         """gRPC server credentials for a worker."""

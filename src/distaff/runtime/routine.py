@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
+from .. import _checks
 from .context import (
     current_proxy,
     current_task_var,
@@ -205,11 +206,15 @@ def routine(
     the caller, exactly like a local generator.
 
     Raises:
-        TypeError: ``fn`` is not an async function or async generator function.
+        TypeError: ``fn`` is not an async function or async generator function,
+            or an option is not a number.
+        ValueError: a timeout that is not positive, or a negative window.
     """
-    if window < 0:
-        raise ValueError(f"window must be >= 0, not {window}")
-    options = _Options(timeout, dispatch_timeout, window)
+    options = _Options(
+        _checks.seconds("timeout", timeout, positive=True),
+        _checks.seconds("dispatch_timeout", dispatch_timeout, positive=True),
+        _checks.integer("window", window, minimum=0),
+    )
     if fn is None:
         return functools.partial(_wrap, options=options)
     return _wrap(fn, options)

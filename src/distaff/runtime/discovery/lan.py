@@ -35,6 +35,7 @@ import ifaddr
 from zeroconf import DNSQuestionType, InterfaceChoice, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from ... import _checks
 from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
 from .base import DiscoveryEvent, DiscoveryEventType
 from .local import validate_namespace
@@ -353,11 +354,14 @@ class LanDiscovery:
         if not _TYPE_RE.fullmatch(service_type):
             raise ValueError(f"bad DNS-SD service type {service_type!r} (like {SERVICE_TYPE!r})")
         if interfaces is not None:
-            interfaces = tuple(str(ipaddress.ip_address(i)) for i in interfaces)
-        if record_ttl < 1:
-            raise ValueError(f"record_ttl must be at least 1 s, not {record_ttl!r}")
+            if isinstance(interfaces, str):
+                raise TypeError(f"interfaces must be a list of IP addresses, not {interfaces!r}")
+            try:
+                interfaces = tuple(str(ipaddress.ip_address(i)) for i in interfaces)
+            except ValueError as exc:
+                raise ValueError(f"interfaces: {exc}") from None
         self._config = LanSubscriber(service_type, namespace, interfaces)
-        self.record_ttl = record_ttl
+        self.record_ttl = _checks.integer("record_ttl", record_ttl, minimum=1)
 
     @property
     def namespace(self) -> str | None:

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Self
 
+from ... import _checks
 from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
 from .base import DiscoveryEvent, DiscoveryEventType
 
@@ -54,9 +55,12 @@ def validate_namespace(namespace: str) -> str:
     one safe path component and one DNS-SD TXT value).
 
     Raises:
+        TypeError: not a string.
         ValueError: naming the bad value.
     """
-    if not isinstance(namespace, str) or not _NAME_RE.fullmatch(namespace):
+    if not isinstance(namespace, str):
+        raise TypeError(f"a discovery namespace is a str, not {type(namespace).__name__}")
+    if not _NAME_RE.fullmatch(namespace):
         raise ValueError(
             f"invalid discovery namespace {namespace!r}: use 1-128 letters, digits,"
             " '_', '-' or '.', not starting with '.'"
@@ -327,7 +331,7 @@ class LocalDiscovery:
         poll_interval: seconds between a subscriber's directory scans.
 
     Raises:
-        ValueError: a bad namespace or poll interval.
+        TypeError, ValueError: a bad namespace, root or poll interval.
     """
 
     def __init__(
@@ -338,10 +342,10 @@ class LocalDiscovery:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         self.namespace = validate_namespace(namespace)
+        if root is not None and not isinstance(root, str | os.PathLike):
+            raise TypeError(f"root must be a path, not {type(root).__name__} {root!r}")
         self.root = os.path.abspath(root) if root is not None else default_root()
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be positive, not {poll_interval!r}")
-        self.poll_interval = poll_interval
+        self.poll_interval = _checks.seconds("poll_interval", poll_interval, positive=True)
 
     @property
     def directory(self) -> str:

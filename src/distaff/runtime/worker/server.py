@@ -71,6 +71,10 @@ class WorkerConfig:
     uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
+class BindError(OSError):
+    """The worker's address could not be bound."""
+
+
 def is_loopback(host: str) -> bool:
     """True if ``host`` names only this machine."""
     if host == "localhost":
@@ -115,12 +119,15 @@ class Worker:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         add_worker_service(server, self._service.session, self._service.stop)
         address = format_address(config.host, config.port)
-        if config.credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, config.credentials.server_credentials())
+        try:
+            if config.credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, config.credentials.server_credentials())
+        except RuntimeError:  # grpc's way of saying it could not bind
+            port = 0
         if not port:
-            raise OSError(f"could not bind {address}: in use or not an address of this host")
+            raise BindError(f"could not bind {address}: in use or not an address of this host")
         await server.start()
         try:
             self.metadata = WorkerMetadata(
