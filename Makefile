@@ -38,9 +38,10 @@ demo: $(BASE_STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not soak" -p no:cacheprovider
 
-# the suite without the slow tests (soak, chaos, multi-host namespaces, long waits)
+# the suite without the slow tests (hypothesis over processes, bench smoke,
+# chaos, soak) and the multi-host network namespaces
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not soak and not slow" -p no:cacheprovider
+	$(PY) -m pytest -q -m "not soak and not slow and not netns" -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
