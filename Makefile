@@ -13,8 +13,10 @@ VENV ?= .venv-$(shell $(PYTHON_BIN) -c 'import sys; print("%d.%d" % sys.version_
 endif
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# the demo needs distaff alone, not the test, lint and dev tools
+# the demo needs distaff alone, not the test, lint and dev tools;
+# test-fast (CI on other interpreters) needs the test tools only
 BASE_STAMP := $(VENV)/.installed-base
+TEST_STAMP := $(VENV)/.installed-test
 PROTO_DIR := src/distaff/serialization
 GEN_DIR   := $(PROTO_DIR)/_generated
 
@@ -32,6 +34,10 @@ $(BASE_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e .
 	touch $(BASE_STAMP)
 
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
+
 demo: $(BASE_STAMP)
 	$(PY) examples/demo.py
 
@@ -40,7 +46,7 @@ test: $(STAMP)
 
 # the suite without the slow tests (hypothesis over processes, bench smoke,
 # chaos, soak) and the multi-host network namespaces
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -q -m "not soak and not slow and not netns" -p no:cacheprovider
 
 lint: $(STAMP)
