@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import signal
 import uuid
 from typing import Any
 
@@ -86,21 +88,21 @@ class WorkerSupervisor:
             pid = self._slots[index].pid
             if failures > RESTART_LIMIT:
                 logger.warning(
-                    "spawned worker %d (pid %s) exited with status %s; giving up after %d "
-                    "restarts in a row that did not last: the pool goes on with %d workers",
+                    "spawned worker %d (pid %s) %s; giving up after %d restarts in a row "
+                    "that did not last: the pool goes on with %d workers",
                     index,
                     pid,
-                    status,
+                    _ended(status),
                     RESTART_LIMIT,
                     len(self.processes),
                 )
                 return
             delay = backoff(failures)
             logger.warning(
-                "spawned worker %d (pid %s) exited with status %s; restarting it in %.1f s",
+                "spawned worker %d (pid %s) %s; restarting it in %.1f s",
                 index,
                 pid,
-                status,
+                _ended(status),
                 delay,
             )
             await asyncio.sleep(delay)
@@ -134,6 +136,15 @@ class WorkerSupervisor:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+
+def _ended(status: int | None) -> str:
+    if status is None:
+        return "never started"
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-status).name}"
+    return f"exited with status {status}"
 
 
 def _last_line(exc: BaseException) -> str:
