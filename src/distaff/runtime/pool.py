@@ -152,7 +152,7 @@ class WorkerPool:
     async def _start(self) -> None:
         assert self._stack is not None
         if self._private is not None:
-            sweep_abandoned(self._private.discovery.root)
+            await asyncio.to_thread(sweep_abandoned, self._private.discovery.root)
             self._private.create()
         if self.spawn:
             config = WorkerConfig(

@@ -9,7 +9,10 @@ import sys
 import textwrap
 import time
 
+from distaff.runtime.discovery.base import DiscoveryEvent, DiscoveryEventType
+from distaff.runtime.discovery.local import LocalDiscovery
 from distaff.runtime.discovery.private import LEGACY_AGE, PrivateNamespace, sweep_abandoned
+from distaff.serialization.metadata import WorkerMetadata
 
 # A real owner in another process: creates a namespace under ROOT, prints it, waits.
 OWNER = textwrap.dedent(
@@ -23,6 +26,40 @@ OWNER = textwrap.dedent(
     time.sleep(3600)
     """
 )
+
+
+# A real publisher in another process: publishes one worker, says so, waits.
+PUBLISHER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from distaff.runtime.discovery.base import DiscoveryEvent, DiscoveryEventType
+    from distaff.runtime.discovery.local import LocalDiscovery
+    from distaff.serialization.metadata import WorkerMetadata
+
+    root, namespace, uid = sys.argv[1:]
+    publisher = LocalDiscovery(namespace, root=root).publisher()
+    metadata = WorkerMetadata(uid=uid, address="127.0.0.1:1")
+    asyncio.run(publisher.publish(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, metadata)))
+    print("published", flush=True)
+    time.sleep(3600)
+    """
+)
+
+
+def leave_dead_publisher(root: pathlib.Path, namespace: str, uid: str) -> None:
+    """Publish ``uid`` from another process, then SIGKILL it: it cannot unpublish."""
+    killed = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, str(root), namespace, uid],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert killed.stdout is not None
+    assert killed.stdout.readline().strip() == "published"
+    stop(killed)
+
+
+def worker(uid: str) -> WorkerMetadata:
+    return WorkerMetadata(uid=uid, address="127.0.0.1:1")
 
 
 def start_owner(root: pathlib.Path) -> tuple[subprocess.Popen[str], str]:
@@ -77,16 +114,42 @@ def test_sweep_keeps_this_process_namespace(tmp_path: pathlib.Path) -> None:
     assert os.path.isdir(namespace.directory)
 
 
-def test_sweep_removes_old_empty_legacy_directories_only(tmp_path: pathlib.Path) -> None:
-    old, fresh, other = tmp_path / "pool-old", tmp_path / "pool-fresh", tmp_path / "jobs"
-    for directory in (old, fresh, other):
-        directory.mkdir()
+def test_sweep_removes_old_empty_directories_only(tmp_path: pathlib.Path) -> None:
+    names = ["pool-old", "pool-fresh", "jobs-old", "jobs-fresh"]
+    for name in names:
+        (tmp_path / name).mkdir()
     past = time.time() - LEGACY_AGE - 5
-    os.utime(old, (past, past))
-    os.utime(other, (past, past))
+    for name in ("pool-old", "jobs-old"):
+        os.utime(tmp_path / name, (past, past))
 
-    assert sweep_abandoned(str(tmp_path)) == [str(old)]
-    assert sorted(os.listdir(tmp_path)) == ["jobs", "pool-fresh"]
+    removed = sweep_abandoned(str(tmp_path))
+
+    assert sorted(removed) == [str(tmp_path / "jobs-old"), str(tmp_path / "pool-old")]
+    assert sorted(os.listdir(tmp_path)) == ["jobs-fresh", "pool-fresh"]
+
+
+async def test_sweep_drops_a_killed_publishers_files_and_keeps_a_live_ones(
+    tmp_path: pathlib.Path,
+) -> None:
+    discovery = LocalDiscovery("jobs", root=str(tmp_path))
+    leave_dead_publisher(tmp_path, "jobs", "gone")
+    publisher = discovery.publisher()
+    try:
+        await publisher.publish(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, worker("here")))
+        assert sorted(os.listdir(discovery.directory)) == ["gone.worker", "here.worker"]
+
+        assert sweep_abandoned(str(tmp_path)) == []
+
+        assert os.listdir(discovery.directory) == ["here.worker"]
+    finally:
+        await publisher.aclose()
+
+
+def test_sweep_removes_a_namespace_left_with_only_dead_publishers(tmp_path: pathlib.Path) -> None:
+    leave_dead_publisher(tmp_path, "jobs", "gone")
+
+    assert sweep_abandoned(str(tmp_path)) == [str(tmp_path / "jobs")]
+    assert os.listdir(tmp_path) == []
 
 
 def test_sweep_of_a_missing_root_does_nothing(tmp_path: pathlib.Path) -> None:

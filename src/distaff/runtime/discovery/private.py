@@ -7,6 +7,10 @@ so it is never seen without one. The pool removes it on exit. A caller killed be
 it behind; the next pool that starts sweeps the directories whose owner is provably gone (its pid
 no longer exists or belongs to a younger process) and whose worker files all have dead
 publishers. A live owner's directory is never touched, whoever runs the sweep.
+
+The same sweep tidies the shared namespaces: it removes worker files whose publisher is dead (as
+any subscriber would on its first scan; a ``distaff worker`` killed with SIGKILL cannot unpublish)
+and then the namespace directory if that left it empty.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ import os
 import time
 import uuid
 
-from .local import _HEADER, _MAGIC, LocalDiscovery, _alive, _own_header, _parse, _pid_namespace
+from .local import (
+    _HEADER,
+    _MAGIC,
+    LocalDiscovery,
+    _alive,
+    _own_header,
+    _parse,
+    _pid_namespace,
+    _Scanner,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +130,29 @@ def _worker_alive(path: str, own_pidns: int) -> bool:
     return _alive(owner, own_pidns)
 
 
+def _reap_shared(directory: str) -> bool:
+    """Drop dead publishers' files from a shared namespace; remove it if that emptied it."""
+    try:
+        before = os.listdir(directory)
+        age = time.time() - os.stat(directory).st_mtime
+    except OSError:
+        return False
+    _Scanner(directory).scan(check_liveness=True)  # removes the files of dead publishers
+    if not (before or age >= LEGACY_AGE):
+        return False  # empty and new: someone is about to publish there
+    try:
+        os.rmdir(directory)  # only if empty; a publisher recreates it when it writes
+    except OSError:
+        return False
+    return True
+
+
 def sweep_abandoned(root: str) -> list[str]:
-    """Remove the private namespaces under ``root`` left by dead pools; return their paths."""
+    """Remove under ``root`` what dead processes left; return the directories removed.
+
+    Private namespaces go when their owner and publishers are dead; in shared
+    namespaces, dead publishers' files go, and the directory if it is then empty.
+    """
     own_pidns = _pid_namespace()
     removed = []
     try:
@@ -126,13 +160,17 @@ def sweep_abandoned(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     for name in entries:
-        staged = name.startswith(f".{PREFIX}") and name.endswith(".tmp")
-        if not (name.startswith(PREFIX) or staged):
-            continue
         path = os.path.join(root, name)
-        if os.path.isdir(path) and _abandoned(path, own_pidns):
-            _remove_tree(path)
-            if not os.path.exists(path):
-                removed.append(path)
-                logger.debug("removed abandoned discovery namespace %s", path)
+        staged = name.startswith(f".{PREFIX}") and name.endswith(".tmp")
+        if not os.path.isdir(path) or (name.startswith(".") and not staged):
+            continue
+        if name.startswith(PREFIX) or staged:
+            if _abandoned(path, own_pidns):
+                _remove_tree(path)
+                if not os.path.exists(path):
+                    removed.append(path)
+        elif _reap_shared(path):
+            removed.append(path)
+    if removed:
+        logger.debug("removed %d abandoned discovery namespaces under %s", len(removed), root)
     return removed
