@@ -1,24 +1,53 @@
 # Every target makes its own virtual environment; nothing is installed globally.
+# `make test PYTHON=python3.13` uses another interpreter (found on PATH or
+# under ~/.pyenv/versions) in its own environment, .venv-3.13.
 PYTHON ?= python3
-VENV   := .venv
+PYTHON_BIN := $(shell scripts/find-python $(PYTHON))
+ifeq ($(PYTHON_BIN),)
+$(error no working Python interpreter for PYTHON=$(PYTHON))
+endif
+ifeq ($(origin PYTHON),file)
+VENV ?= .venv
+else
+VENV ?= .venv-$(shell $(PYTHON_BIN) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+endif
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the demo needs distaff alone, not the test, lint and dev tools;
+# test-fast (CI on other interpreters) needs the test tools only
+BASE_STAMP := $(VENV)/.installed-base
+TEST_STAMP := $(VENV)/.installed-test
 PROTO_DIR := src/distaff/serialization
 GEN_DIR   := $(PROTO_DIR)/_generated
 
-.PHONY: demo test lint proto proto-check bench soak clean
+.PHONY: demo test test-fast lint proto proto-check bench soak clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test,lint,dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(BASE_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $(BASE_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
+
+demo: $(BASE_STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not soak" -p no:cacheprovider
+
+# the suite without the slow tests (hypothesis over processes, bench smoke,
+# chaos, soak) and the multi-host network namespaces
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -q -m "not soak and not slow and not netns" -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
@@ -47,4 +76,4 @@ soak: $(STAMP)
 	$(PY) -m pytest -q -m soak -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf .venv .venv-* build *.egg-info src/*.egg-info

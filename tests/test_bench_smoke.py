@@ -7,9 +7,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Path) -> None:
     result = subprocess.run(
         [

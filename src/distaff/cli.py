@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
+from . import _checks
 from ._certs import add_certs_command, run_certs
 from ._cli_worker import add_cluster_options, cluster_config
 from ._exceptions import InsecureBindError
+from ._version import __version__
 from .proxy.credentials import WorkerCredentials
 from .runtime.discovery.base import DiscoveryLike
-from .runtime.worker.server import Worker, WorkerConfig, install_signal_handlers
+from .runtime.worker.server import BindError, Worker, WorkerConfig, install_signal_handlers
 from .serialization.metadata import WorkerMetadata
 
 
@@ -22,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="distaff",
         description="distaff: run async Python routines on pools of worker processes.",
     )
+    parser.add_argument("--version", action="version", version=f"distaff {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     worker = commands.add_parser(
         "worker",
@@ -34,12 +39,20 @@ def _parser() -> argparse.ArgumentParser:
             "callers (--mutual or --token-file) or --insecure."
         ),
     )
-    worker.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    worker.add_argument("--port", type=int, default=0, help="port to bind (default: any free port)")
+    worker.add_argument(
+        "--host", default="127.0.0.1", type=_host, help="address to bind (default 127.0.0.1)"
+    )
+    worker.add_argument(
+        "--port",
+        type=_checks.port_number,
+        default=0,
+        help="port to bind, 0..65535 (default 0: any free port)",
+    )
     worker.add_argument(
         "--tag",
         action="append",
         default=[],
+        type=_checks.non_empty,
         metavar="TAG",
         help="a label pools can require (repeatable)",
     )
@@ -53,18 +66,34 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--namespace",
         default=None,
+        type=_namespace,
         help="discovery namespace; only pools using the same one see this worker "
         "(default: 'default' for local, all for lan)",
     )
     worker.add_argument(
         "--grace",
-        type=float,
+        type=_checks.non_negative_seconds,
         default=30.0,
         help="seconds in-flight calls get to finish on shutdown (default 30)",
     )
-    worker.add_argument("--ca", metavar="FILE", help="PEM file of the pool's certificate authority")
-    worker.add_argument("--cert", metavar="FILE", help="PEM file of this worker's certificate")
-    worker.add_argument("--key", metavar="FILE", help="PEM file of this worker's private key")
+    worker.add_argument(
+        "--ca",
+        metavar="FILE",
+        type=_checks.existing_file,
+        help="PEM file of the pool's certificate authority",
+    )
+    worker.add_argument(
+        "--cert",
+        metavar="FILE",
+        type=_checks.existing_file,
+        help="PEM file of this worker's certificate",
+    )
+    worker.add_argument(
+        "--key",
+        metavar="FILE",
+        type=_checks.existing_file,
+        help="PEM file of this worker's private key",
+    )
     worker.add_argument(
         "--mutual",
         action="store_true",
@@ -76,9 +105,46 @@ def _parser() -> argparse.ArgumentParser:
         help="allow binding a non-loopback address without TLS that authenticates callers; "
         "only on a trusted network",
     )
+    worker.set_defaults(usage=worker)  # errors found after parsing show this usage
+    worker.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        type=_checks.existing_directory,
+        help="a directory to import routines' modules from, put on sys.path after the "
+        "working directory (repeatable); the working directory is always there, "
+        "as with 'python -m'",
+    )
     add_cluster_options(worker)
     add_certs_command(commands)
     return parser
+
+
+def _namespace(text: str) -> str:
+    from .runtime.discovery.local import validate_namespace
+
+    try:
+        return validate_namespace(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host(text: str) -> str:
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an address or a name that resolves ({exc})"
+        ) from None
+    return text
+
+
+def _import_path(extra: Sequence[str]) -> None:
+    """Put the working directory, then ``--path`` dirs, first on ``sys.path``."""
+    wanted = [os.getcwd(), *extra]
+    rest = [p for p in sys.path if p not in wanted and p not in ("", ".")]
+    sys.path[:] = [*dict.fromkeys(wanted), *rest]
 
 
 def _discovery(kind: str, namespace: str | None) -> DiscoveryLike | None:
@@ -109,18 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "certs":
         return run_certs(args)
+    usage: argparse.ArgumentParser = getattr(args, "usage", parser)
     tls = (args.ca, args.cert, args.key)
     if any(tls) and not all(tls):
-        parser.error("TLS needs all three of --ca, --cert and --key")
-    credentials = (
-        WorkerCredentials.from_files(
-            *tls, mutual=args.mutual, token_file=args.token_file, server_name=args.server_name
-        )
-        if all(tls)
-        else None
-    )
+        usage.error("TLS needs all three of --ca, --cert and --key")
+    credentials = None
+    if all(tls):
+        try:
+            credentials = WorkerCredentials.from_files(
+                *tls, mutual=args.mutual, token_file=args.token_file, server_name=args.server_name
+            )
+        except (OSError, ValueError) as exc:
+            usage.error(f"bad TLS files: {exc}")
     if (args.mutual or args.token_file) and credentials is None:
-        parser.error("--mutual and --token-file need --ca, --cert and --key")
+        usage.error("--mutual and --token-file need --ca, --cert and --key")
+    _import_path(args.path)
     config = WorkerConfig(
         host=args.host,
         port=args.port,
@@ -133,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         asyncio.run(_run_worker(config))
-    except InsecureBindError as exc:
+    except (InsecureBindError, BindError) as exc:
         print(f"distaff worker: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -37,17 +37,20 @@ class DurableWorker:
 
 
 async def start_worker(
-    *args: str, prefix: Sequence[str] = (), timeout: float = 30.0, python: str = sys.executable
+    *args: str,
+    prefix: Sequence[str] = (),
+    timeout: float = 30.0,
+    python: str = sys.executable,
+    command: Sequence[str] | None = None,
+    cwd: pathlib.Path = ROOT,
 ) -> DurableWorker:
-    """Run ``distaff worker ARGS`` (with ``python``) and wait for its "serving on" line."""
+    """Run ``distaff worker ARGS`` (with ``python``, in ``cwd``); wait for "serving on"."""
     process = await asyncio.create_subprocess_exec(
         *prefix,
-        python,
-        "-m",
-        "distaff",
+        *(command or (python, "-m", "distaff")),
         "worker",
         *args,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

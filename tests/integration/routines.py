@@ -131,6 +131,12 @@ class Counter:
     async def add(self, n: int) -> tuple[int, int]:
         return self.start + n, os.getpid()
 
+    @distaff.routine
+    async def increment(self) -> int:
+        """Mutates ``self``: on the worker's copy, which is dropped after the call."""
+        self.start += 1
+        return self.start
+
     @classmethod
     @distaff.routine
     async def make(cls, start: int) -> tuple[str, int]:
@@ -172,3 +178,9 @@ async def nap(seconds: float) -> int:
     """Sleep ``seconds``; return the serving process's PID."""
     await asyncio.sleep(seconds)
     return os.getpid()
+
+
+@distaff.routine
+async def read_rest(f: Any) -> tuple[str, str]:
+    """What a file argument is on the worker, and what is left to read in it."""
+    return type(f).__name__, f.read()

@@ -220,6 +220,7 @@ async def send_raw(address: str, script: list[bytes]) -> grpc.StatusCode | None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(script=scripts)
+@pytest.mark.slow
 async def test_malformed_frames_never_crash_the_worker(
     pool: distaff.WorkerPool, script: list[bytes]
 ) -> None:

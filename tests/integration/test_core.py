@@ -104,6 +104,32 @@ async def test_methods_run_remotely(pool: distaff.WorkerPool) -> None:
     assert [i async for i in counter.upto(13)] == [10, 11, 12]
 
 
+async def test_a_method_routine_works_on_a_copy_of_self_per_call(
+    pool: distaff.WorkerPool,
+) -> None:
+    # documented (README, routine docstring): self travels pickled with each call
+    counter = r.Counter(0)
+
+    results = [await counter.increment() for _ in range(3)]
+
+    assert results == [1, 1, 1]
+    assert counter.start == 0
+
+
+async def test_an_open_file_argument_arrives_as_a_snapshot_of_its_contents(
+    pool: distaff.WorkerPool, tmp_path: pathlib.Path
+) -> None:
+    # documented (README): cloudpickle sends an open text file as its contents
+    path = tmp_path / "notes.txt"
+    path.write_text("first line\nsecond line\n")
+    with path.open() as f:
+        assert f.readline() == "first line\n"
+
+        kind, rest = await r.read_rest(f)
+
+    assert (kind, rest) == ("StringIO", "second line\n")
+
+
 def test_plain_generator_is_rejected_at_decoration_with_the_fix() -> None:
     def numbers() -> Iterator[int]:
         yield 1

@@ -87,6 +87,7 @@ async def test_each_call_lost_with_its_worker_gets_its_own_error(tmp_path: pathl
     assert len({len(traceback.extract_tb(e.__traceback__)) for e in lost}) == 1
 
 
+@pytest.mark.slow  # waits for keepalive to notice
 async def test_frozen_worker_fails_its_in_flight_call_within_seconds(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -109,6 +110,7 @@ async def test_frozen_worker_fails_its_in_flight_call_within_seconds(
                 os.kill(worker.pid, signal.SIGCONT)
 
 
+@pytest.mark.slow  # waits for keepalive to notice
 async def test_calls_fail_over_from_a_frozen_worker_within_seconds() -> None:
     ns = fr.namespace()
     async with durable_workers() as workers:

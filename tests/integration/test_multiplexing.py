@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -68,6 +69,7 @@ async def scenario(ops: list[tuple[Any, ...]]) -> list[Any]:
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations)
+@pytest.mark.slow
 def test_interleaved_calls_streams_and_cancellations_never_cross(
     ops: list[tuple[Any, ...]],
 ) -> None:

@@ -216,6 +216,7 @@ def report(name: str, tally: Tally, monkey: Chaos, ran: Counter[int]) -> str:
     )
 
 
+@pytest.mark.slow
 async def test_chaos_calls_return_right_results_or_clear_errors_while_workers_die(
     capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
 ) -> None:

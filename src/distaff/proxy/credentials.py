@@ -40,6 +40,17 @@ class WorkerCredentials:
     server_name: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes):
+                raise TypeError(
+                    f"{name} must be PEM bytes, not {type(value).__name__}; to read files "
+                    "use WorkerCredentials.from_files(ca, cert, key)"
+                )
+            if (value or name == "ca") and b"-----BEGIN " not in value:
+                raise ValueError(f"{name} is not PEM data (no '-----BEGIN ' line)")
+        if not isinstance(self.mutual, bool):
+            raise TypeError(f"mutual must be True or False, not {self.mutual!r}")
         if self.token is not None and (not self.token or not self.token.isprintable()):
             raise ValueError("the token must be a non-empty line of printable characters")
         if self.mutual and not (self.cert and self.key):
@@ -56,22 +67,25 @@ class WorkerCredentials:
         token_file: str | pathlib.Path | None = None,
         server_name: str | None = None,
     ) -> WorkerCredentials:
-        """Read PEM files (and a token file: its first line); a missing or
-        unreadable file raises OSError naming it."""
+        """Read PEM files, and a token file (its first line).
+
+        Raises:
+            OSError: a file is missing or unreadable (naming it).
+            ValueError: a file holds no PEM data, or the token file is empty
+                (naming it).
+        """
         token = None
         if token_file is not None:
             lines = pathlib.Path(token_file).read_text().splitlines()
             token = lines[0].strip() if lines else ""
             if not token:
                 raise ValueError(f"token file {str(token_file)!r} is empty")
-        return cls(
-            ca=pathlib.Path(ca).read_bytes(),
-            cert=pathlib.Path(cert).read_bytes() if cert is not None else b"",
-            key=pathlib.Path(key).read_bytes() if key is not None else b"",
-            mutual=mutual,
-            token=token,
-            server_name=server_name,
-        )
+        data = {}
+        for name, path in (("ca", ca), ("cert", cert), ("key", key)):
+            data[name] = b"" if path is None else pathlib.Path(path).read_bytes()
+            if path is not None and b"-----BEGIN " not in data[name]:
+                raise ValueError(f"{name} file {str(path)!r} holds no PEM data")
+        return cls(**data, mutual=mutual, token=token, server_name=server_name)
 
     @property
     def authenticates_callers(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 from collections.abc import AsyncIterator
@@ -52,6 +53,19 @@ class DiscoverySubscriberLike(Protocol):
     def __aiter__(self) -> AsyncIterator[DiscoveryEvent]:
         """Open a subscription."""
         ...
+
+
+def describe_subscriber(subscriber: object) -> str:
+    """Name what a subscriber follows, for messages: ``LocalDiscovery('jobs')``.
+
+    Uses the subscriber's ``describe()`` when it has one (the built-in
+    subscribers do), else its ``repr``.
+    """
+    describe = getattr(subscriber, "describe", None)
+    if callable(describe):
+        with contextlib.suppress(Exception):
+            return str(describe())
+    return repr(subscriber)
 
 
 @runtime_checkable

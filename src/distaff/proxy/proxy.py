@@ -33,7 +33,7 @@ from .call import RemoteCall
 from .connection import WorkerConnection
 from .context import LoadBalancerContext
 from .credentials import WorkerCredentials
-from .discovery import DiscoverySubscriberLike
+from .discovery import DiscoverySubscriberLike, describe_subscriber
 from .membership import Membership
 
 BalancerSpec = LoadBalancerLike | Callable[[], LoadBalancerLike]
@@ -334,7 +334,8 @@ class WorkerProxy:
             raise NoWorkersAvailable(self._nobody_joined()) from None
 
     def _nobody_joined(self) -> str:
-        message = f"no worker joined the pool within {self.wait} s (discovery {self._discovery!r}"
+        discovery = describe_subscriber(self._discovery)
+        message = f"no worker joined the pool within {self.wait} s (discovery {discovery}"
         if self.tags:
             message += f", tags {sorted(self.tags)}"
         message += ", TLS workers only" if self.secure else ", plaintext workers only"

@@ -7,6 +7,8 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .. import _checks
+
 if TYPE_CHECKING:
     from ..proxy.proxy import WorkerProxy
     from ..serialization.task import Task
@@ -67,16 +69,16 @@ class RuntimeContext:
     Expiry raises ``TimeoutError`` in the caller and cancels the remote
     work. Nested contexts only ever tighten: an inner block cannot extend an
     outer deadline.
+
+    Raises:
+        TypeError, ValueError: a timeout that is not a positive number.
     """
 
     def __init__(
         self, *, dispatch_timeout: float | None = None, timeout: float | None = None
     ) -> None:
-        for name, value in (("dispatch_timeout", dispatch_timeout), ("timeout", timeout)):
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, not {value!r}")
-        self.dispatch_timeout = dispatch_timeout
-        self.timeout = timeout
+        self.dispatch_timeout = _checks.seconds("dispatch_timeout", dispatch_timeout, positive=True)
+        self.timeout = _checks.seconds("timeout", timeout, positive=True)
         self._tokens: list[tuple[contextvars.Token[float | None], ...]] = []
 
     def __enter__(self) -> RuntimeContext:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
-import uuid
+import sys
 from types import TracebackType
-from typing import Any
 
+from .. import _checks
+from .._exceptions import WorkerStartError
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..proxy.credentials import WorkerCredentials
 from ..proxy.proxy import BalancerSpec, WorkerProxy
 from ._malloc import tune_this_process
 from .context import current_proxy_var
-from .discovery.base import DiscoveryLike
-from .discovery.local import LocalDiscovery
+from .discovery.base import DiscoveryLike, describe_subscriber
+from .discovery.private import PrivateNamespace, sweep_abandoned
 from .discovery.uri import discovery_from_uri
-from .worker.process import WorkerProcess
 from .worker.server import WorkerConfig
+from .worker.supervisor import WorkerSupervisor
+
+# how long spawned workers may take to appear in the pool's own discovery
+JOIN_TIMEOUT = 30.0
 
 
 class WorkerPool:
@@ -38,7 +43,7 @@ class WorkerPool:
         discovery: a discovery backend to find (and publish) workers with,
             or its URI (``"dns://workers:7400"``, see ``discovery_from_uri``).
         loadbalancer: a balancer or a factory (round robin by default).
-        lease: the most discovered workers to admit.
+        lease: the most discovered workers to admit (at least 1).
         lazy: start the proxy on first dispatch rather than on entry.
         grace: seconds in-flight calls get when the pool stops its workers.
         wait: seconds a call waits for a first worker to appear.
@@ -48,9 +53,19 @@ class WorkerPool:
             it a worker refuses a call before unpickling it and the call goes
             to another worker, or waits (within its ``dispatch_timeout``) when
             every worker is busy.
+        restart: replace a spawned worker that dies (not stopped by the pool),
+            after a back-off that doubles with each failure in a row; after 5
+            in a row its slot is given up with a warning on the
+            ``distaff.pool`` logger. False: a dead worker is not replaced.
 
-    Leaving the block stops the spawned workers (SIGTERM, drain, SIGKILL after
-    the grace) and leaves no process behind, also when the block raises.
+    Spawned workers start with the caller's ``sys.path`` as it is when the
+    pool starts (restarted ones too), and its environment. Leaving the block
+    stops them (SIGTERM, drain, SIGKILL after the grace) and leaves no process
+    and no discovery file behind, also when the block raises.
+
+    Raises:
+        TypeError, ValueError: an argument of the wrong type or out of range,
+            naming it.
     """
 
     def __init__(
@@ -65,31 +80,43 @@ class WorkerPool:
         wait: float = 10.0,
         credentials: WorkerCredentials | None = None,
         max_concurrency: int | None = None,
+        restart: bool = True,
     ) -> None:
+        self.tags = _checks.tags(tags)
         if isinstance(discovery, str):
             discovery = discovery_from_uri(discovery)
-        if spawn is None:
-            spawn = 0 if discovery is not None else (os.cpu_count() or 1)
-        if spawn < 0:
-            raise ValueError(f"spawn must be >= 0, not {spawn}")
-        if spawn == 0 and discovery is None:
+        if discovery is not None and not isinstance(discovery, DiscoveryLike):
+            raise TypeError(
+                f"discovery must be a discovery backend such as distaff.LocalDiscovery(...) "
+                "or a URI such as 'dns://workers:7400', "
+                f"not {type(discovery).__name__} {discovery!r}"
+            )
+        if credentials is not None and not isinstance(credentials, WorkerCredentials):
+            raise TypeError(
+                f"credentials must be distaff.WorkerCredentials, not {type(credentials).__name__}"
+            )
+        default = 0 if discovery is not None else (os.cpu_count() or 1)
+        self.spawn: int = _checks.integer("spawn", default if spawn is None else spawn, minimum=0)
+        if self.spawn == 0 and discovery is None:
             raise ValueError("a pool needs workers: pass spawn=N, discovery=..., or both")
-        self.tags = frozenset(tags)
-        self.spawn = spawn
-        self.grace = grace
+        self.grace = _checks.seconds("grace", grace)
+        self.restart = _checks.flag("restart", restart)
+        self.max_concurrency = _checks.integer("max_concurrency", max_concurrency, minimum=1)
         self.credentials = credentials
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 or None, not {max_concurrency!r}")
-        self.max_concurrency = max_concurrency
-        self._discovery = discovery or LocalDiscovery(f"pool-{uuid.uuid4().hex}")
-        self._processes: list[WorkerProcess] = []
+        self._private: PrivateNamespace | None = None
+        if discovery is None:
+            self._private = PrivateNamespace()
+            discovery = self._private.discovery
+        self._discovery = discovery
+        self._supervisor: WorkerSupervisor | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
         self._proxy = WorkerProxy(
             self._discovery.subscriber(),
             loadbalancer=loadbalancer,
             tags=self.tags,
-            lease=lease,
-            lazy=lazy,
-            wait=wait,
+            lease=_checks.integer("lease", lease, minimum=1),
+            lazy=_checks.flag("lazy", lazy),
+            wait=_checks.seconds("wait", wait),
             credentials=credentials,
         )
         self._token: contextvars.Token[WorkerProxy | None] | None = None
@@ -100,19 +127,22 @@ class WorkerPool:
         return self._proxy
 
     @property
+    def discovery(self) -> DiscoveryLike:
+        """The discovery this pool follows: the one given, or its own private namespace."""
+        return self._discovery
+
+    @property
     def pids(self) -> list[int]:
-        """PIDs of the spawned worker processes."""
-        return [p.pid for p in self._processes if p.pid is not None]
+        """PIDs of the spawned worker processes that are alive now."""
+        if self._supervisor is None:
+            return []
+        return [p.pid for p in self._supervisor.processes if p.pid is not None]
 
     async def __aenter__(self) -> WorkerPool:
         tune_this_process()
+        self._stack = contextlib.AsyncExitStack()
         try:
-            await self._spawn_all()
-            await self._proxy.start()
-            uids = {p.metadata.uid for p in self._processes if p.metadata}
-            await self._proxy.wait_for(
-                lambda workers: uids <= {m.uid for m in workers}, timeout=30.0
-            )
+            await self._start()
         except BaseException:
             await self._shutdown()
             raise
@@ -130,38 +160,63 @@ class WorkerPool:
             self._token = None
         await self._shutdown()
 
-    async def _spawn_all(self) -> None:
-        config = WorkerConfig(
-            tags=self.tags,
-            discovery=self._discovery,
-            grace=self.grace,
-            credentials=self.credentials,
-            max_concurrency=self.max_concurrency,
-        )
-        self._processes = [
-            WorkerProcess(WorkerConfig(**{**vars(config), "uid": uuid.uuid4().hex}))
-            for _ in range(self.spawn)
-        ]
-        async with asyncio.TaskGroup() as group:
-            for process in self._processes:
-                group.create_task(process.start())
+    async def _start(self) -> None:
+        assert self._stack is not None
+        if self._private is not None:
+            await asyncio.to_thread(sweep_abandoned, self._private.discovery.root)
+            self._private.create()
+        if self.spawn:
+            config = WorkerConfig(
+                tags=self.tags,
+                discovery=self._discovery,
+                grace=self.grace,
+                credentials=self.credentials,
+                max_concurrency=self.max_concurrency,
+            )
+            self._supervisor = WorkerSupervisor(config, self.spawn, list(sys.path))
+            await self._supervisor.start()
+        await self._proxy.start()
+        await self._await_spawned()
+        if self.restart and self._supervisor is not None:
+            group = await self._stack.enter_async_context(asyncio.TaskGroup())
+            watcher = group.create_task(self._supervisor.watch())
+            self._stack.callback(watcher.cancel)  # runs before the group waits for it
+
+    async def _await_spawned(self) -> None:
+        if self._supervisor is None:
+            return
+        uids = {p.metadata.uid for p in self._supervisor.processes if p.metadata}
+        try:
+            await self._proxy.wait_for(
+                lambda workers: uids <= {m.uid for m in workers}, timeout=JOIN_TIMEOUT
+            )
+        except TimeoutError:
+            subscriber = describe_subscriber(self._discovery.subscriber())
+            raise WorkerStartError(
+                f"the spawned workers did not appear in {subscriber} within {JOIN_TIMEOUT} s"
+            ) from None
 
     async def _shutdown(self) -> None:
         # Streams left suspended in the block are closed first (their
         # generators' finally blocks run remotely), so they don't hold the
-        # drain for the whole grace. Then the workers: each unpublishes, lets
-        # the calls already running finish within the grace (their results
-        # still flow back over the proxy's open connections), then exits.
-        # Only then the proxy closes.
+        # drain for the whole grace. The watcher next, so nothing is restarted;
+        # then the workers: each unpublishes, lets the calls already running
+        # finish within the grace (their results still flow back over the
+        # proxy's open connections), then exits. Only then the proxy closes
+        # and the namespace goes.
         self._proxy.close_suspended_streams("the stream was closed when its WorkerPool exited")
+        stack, self._stack = self._stack, None
+        supervisor, self._supervisor = self._supervisor, None
         try:
-            results: list[Any] = await asyncio.gather(
-                *(p.stop() for p in self._processes), return_exceptions=True
-            )
+            if stack is not None:
+                await stack.aclose()
         finally:
-            await asyncio.gather(*(p.kill() for p in self._processes), return_exceptions=True)
-            self._processes = []
-            await self._proxy.stop()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+            try:
+                if supervisor is not None:
+                    await supervisor.stop()
+            finally:
+                try:
+                    await self._proxy.stop()
+                finally:
+                    if self._private is not None:
+                        self._private.remove()

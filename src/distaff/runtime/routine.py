@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
+from .. import _checks
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from .context import (
@@ -252,6 +253,15 @@ def routine(
     ``TimeoutError`` and cancels the remote work (a plain ``def`` already
     running finishes in its thread; its result is dropped).
 
+    Arguments travel pickled (cloudpickle), so the body gets copies. For a
+    method this includes ``self``: each call works on its own copy, and
+    changes it makes to ``self`` stay on the worker and are dropped (three
+    calls of a method doing ``self.n += 1`` each return 1, and the caller's
+    object is unchanged). Return what should come back. Stateful remote
+    objects will be actors, a separate feature. A text file open for
+    reading arrives as an ``io.StringIO`` snapshot of its contents (at the
+    same position); other open files do not pickle.
+
     ``window=N`` (async generators only) lets the worker run up to N items
     ahead of the caller, batching them on the wire: much faster streaming,
     at the cost of local semantics: the body runs ahead of the consumer and
@@ -269,13 +279,18 @@ def routine(
 
     Raises:
         TypeError: ``fn`` is not a function, a plain generator function, or
-            ``retry_on`` holds something other than exception classes.
-        ValueError: a negative ``window``, ``retries`` or ``backoff``.
+            ``retry_on`` holds something other than exception classes; an
+            option is not a number.
+        ValueError: a timeout that is not positive, a negative ``window``,
+            ``retries`` or ``backoff``.
     """
-    if window < 0:
-        raise ValueError(f"window must be >= 0, not {window}")
     retry = RetryPolicy(retries, tuple(retry_on), backoff)
-    options = _Options(timeout, dispatch_timeout, window, retry)
+    options = _Options(
+        _checks.seconds("timeout", timeout, positive=True),
+        _checks.seconds("dispatch_timeout", dispatch_timeout, positive=True),
+        _checks.integer("window", window, minimum=0),
+        retry,
+    )
     if fn is None:
         return functools.partial(_wrap, options=options)
     return _wrap(fn, options)

@@ -201,6 +201,20 @@ async def test_publisher_aclose_drops_only_its_workers(disco: LocalDiscovery) ->
     assert listing(disco.directory) is None  # the last publisher removed the empty directory
 
 
+async def test_a_publisher_whose_workers_were_dropped_still_removes_the_empty_directory(
+    disco: LocalDiscovery,
+) -> None:
+    # what a worker does: publish itself, unpublish when it drains, then close
+    publisher = disco.publisher()
+    await publisher.publish(added(meta("w1")))
+    await publisher.publish(DiscoveryEvent(DROPPED, meta("w1")))
+    assert listing(disco.directory) == []
+
+    await publisher.aclose()
+
+    assert listing(disco.directory) is None
+
+
 async def test_namespaces_isolate(root: str) -> None:
     a, b = LocalDiscovery("a", root=root), LocalDiscovery("b", root=root)
     async with a.publisher() as pa, b.publisher() as pb:

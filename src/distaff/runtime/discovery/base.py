@@ -12,6 +12,7 @@ from ...proxy.discovery import (
     DiscoveryLike,
     DiscoveryPublisherLike,
     DiscoverySubscriberLike,
+    describe_subscriber,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "DiscoveryLike",
     "DiscoveryPublisherLike",
     "DiscoverySubscriberLike",
+    "describe_subscriber",
 ]

@@ -36,6 +36,7 @@ import ifaddr
 from zeroconf import DNSQuestionType, InterfaceChoice, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from ... import _checks
 from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
 from .base import DiscoveryEvent, DiscoveryEventType
 from .local import validate_namespace
@@ -264,6 +265,11 @@ class LanSubscriber:
         """Open a subscription."""
         return self._follow()
 
+    def describe(self) -> str:
+        """Say what this follows: ``LanDiscovery('jobs')`` (None: every namespace)."""
+        extra = "" if self.service_type == SERVICE_TYPE else f", service_type={self.service_type!r}"
+        return f"LanDiscovery({self.namespace!r}{extra})"
+
     async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
         aiozc = AsyncZeroconf(interfaces=self.zeroconf_interfaces())
         try:
@@ -392,11 +398,14 @@ class LanDiscovery:
         if not _TYPE_RE.fullmatch(service_type):
             raise ValueError(f"bad DNS-SD service type {service_type!r} (like {SERVICE_TYPE!r})")
         if interfaces is not None:
-            interfaces = tuple(str(ipaddress.ip_address(i)) for i in interfaces)
-        if record_ttl < 1:
-            raise ValueError(f"record_ttl must be at least 1 s, not {record_ttl!r}")
+            if isinstance(interfaces, str):
+                raise TypeError(f"interfaces must be a list of IP addresses, not {interfaces!r}")
+            try:
+                interfaces = tuple(str(ipaddress.ip_address(i)) for i in interfaces)
+            except ValueError as exc:
+                raise ValueError(f"interfaces: {exc}") from None
         self._config = LanSubscriber(service_type, namespace, interfaces)
-        self.record_ttl = record_ttl
+        self.record_ttl = _checks.integer("record_ttl", record_ttl, minimum=1)
 
     @property
     def namespace(self) -> str | None:

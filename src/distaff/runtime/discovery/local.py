@@ -31,6 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Self
 
+from ... import _checks
 from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
 from .base import DiscoveryEvent, DiscoveryEventType
 
@@ -54,9 +55,12 @@ def validate_namespace(namespace: str) -> str:
     one safe path component and one DNS-SD TXT value).
 
     Raises:
+        TypeError: not a string.
         ValueError: naming the bad value.
     """
-    if not isinstance(namespace, str) or not _NAME_RE.fullmatch(namespace):
+    if not isinstance(namespace, str):
+        raise TypeError(f"a discovery namespace is a str, not {type(namespace).__name__}")
+    if not _NAME_RE.fullmatch(namespace):
         raise ValueError(
             f"invalid discovery namespace {namespace!r}: use 1-128 letters, digits,"
             " '_', '-' or '.', not starting with '.'"
@@ -131,6 +135,7 @@ class LocalPublisher:
     def __init__(self, directory: str) -> None:
         self._directory = directory
         self._written: dict[str, str] = {}  # uid -> path
+        self._wrote = False  # ever: then the directory may be ours to remove
         self._closed = False
 
     async def publish(self, event: DiscoveryEvent) -> None:
@@ -150,6 +155,7 @@ class LocalPublisher:
             return
         self._write(path, _own_header() + encode_metadata(event.metadata))
         self._written[uid] = path
+        self._wrote = True
 
     def _write(self, path: str, data: bytes) -> None:
         tmp = os.path.join(self._directory, f".{uuid.uuid4().hex}.tmp")
@@ -179,7 +185,8 @@ class LocalPublisher:
         for path in written.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        if written:
+        if self._wrote:
+            self._wrote = False
             with contextlib.suppress(OSError):  # not empty: others still publish there
                 os.rmdir(self._directory)
 
@@ -283,6 +290,13 @@ class LocalSubscriber:
         """Open a subscription."""
         return self._follow()
 
+    def describe(self) -> str:
+        """Say what this follows, as the discovery that made it: ``LocalDiscovery('jobs')``."""
+        root, namespace = os.path.split(self.directory)
+        if root == default_root():
+            return f"LocalDiscovery({namespace!r})"
+        return f"LocalDiscovery({namespace!r}, root={root!r})"
+
     async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
         scanner = _Scanner(self.directory)
         known: dict[str, WorkerMetadata] = {}
@@ -317,7 +331,7 @@ class LocalDiscovery:
         poll_interval: seconds between a subscriber's directory scans.
 
     Raises:
-        ValueError: a bad namespace or poll interval.
+        TypeError, ValueError: a bad namespace, root or poll interval.
     """
 
     def __init__(
@@ -328,10 +342,10 @@ class LocalDiscovery:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         self.namespace = validate_namespace(namespace)
+        if root is not None and not isinstance(root, str | os.PathLike):
+            raise TypeError(f"root must be a path, not {type(root).__name__} {root!r}")
         self.root = os.path.abspath(root) if root is not None else default_root()
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be positive, not {poll_interval!r}")
-        self.poll_interval = poll_interval
+        self.poll_interval = _checks.seconds("poll_interval", poll_interval, positive=True)
 
     @property
     def directory(self) -> str:

@@ -22,13 +22,15 @@ from .server import WorkerConfig
 class WorkerProcess:
     """One spawned worker process; its owner must ``stop()`` it.
 
-    The child is a fresh interpreter (no fork): it gets the parent's
-    ``sys.path`` and the pickled config, serves, and exits when stopped or
-    when its parent goes away (its stdin closes).
+    The child is a fresh interpreter (no fork): it gets ``sys_path`` (default:
+    the parent's ``sys.path`` when ``start`` is called) and the pickled config,
+    serves, and exits when stopped or when its parent goes away (its stdin
+    closes).
     """
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, *, sys_path: list[str] | None = None) -> None:
         self.config = config
+        self.sys_path = sys_path
         self._process: asyncio.subprocess.Process | None = None
         self.metadata: WorkerMetadata | None = None
 
@@ -36,6 +38,15 @@ class WorkerProcess:
     def pid(self) -> int | None:
         """The child's PID once started."""
         return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        """True from the spawn until the child has exited."""
+        return self._process is not None and self._process.returncode is None
+
+    async def wait(self) -> int | None:
+        """Wait until the child exits; return its status (None: never spawned)."""
+        return None if self._process is None else await self._process.wait()
 
     async def start(self, timeout: float = 60.0) -> WorkerMetadata:
         """Spawn the worker and wait until it serves; return its metadata.
@@ -57,21 +68,29 @@ class WorkerProcess:
             )
         finally:
             os.close(write_fd)
-        assert self._process.stdin is not None
-        payload = cloudpickle.dumps(self.config, protocol=pickle.HIGHEST_PROTOCOL)
-        header = json.dumps({"sys_path": sys.path}).encode() + b"\n"
-        self._process.stdin.write(header + struct.pack("!Q", len(payload)) + payload)
         try:
-            report = await asyncio.wait_for(_read_all(read_fd), timeout)
-        except TimeoutError:
-            await self.kill()
-            raise WorkerStartError(f"worker did not report ready within {timeout} s") from None
+            report = await self._handshake(read_fd, timeout)
+        except BaseException:
+            await self.kill()  # cancelled or failed: no half-started child stays
+            raise
         if report[:2] != b"OK":
             await self.kill()
             detail = report[2:].decode(errors="replace") or "exited before reporting"
             raise WorkerStartError(f"worker failed to start:\n{detail}")
         self.metadata = decode_metadata(report[2:])
         return self.metadata
+
+    async def _handshake(self, read_fd: int, timeout: float) -> bytes:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        payload = cloudpickle.dumps(self.config, protocol=pickle.HIGHEST_PROTOCOL)
+        sys_path = sys.path if self.sys_path is None else self.sys_path
+        header = json.dumps({"sys_path": sys_path}).encode() + b"\n"
+        self._process.stdin.write(header + struct.pack("!Q", len(payload)) + payload)
+        try:
+            return await asyncio.wait_for(_read_all(read_fd), timeout)
+        except TimeoutError:
+            raise WorkerStartError(f"worker did not report ready within {timeout} s") from None
 
     async def stop(self, grace: float | None = None) -> int | None:
         """SIGTERM, wait for the drain (``grace`` plus a margin), then SIGKILL."""

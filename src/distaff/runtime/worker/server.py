@@ -95,6 +95,10 @@ class WorkerConfig:
     max_concurrency: int | None = None
 
 
+class BindError(OSError):
+    """The worker's address could not be bound."""
+
+
 def is_loopback(host: str) -> bool:
     """True if ``host`` names only this machine."""
     if host == "localhost":
@@ -164,12 +168,15 @@ class Worker:
         server = self._server()
         self._health.set_serving(False)
         address = format_address(config.host, config.port)
-        if config.credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, config.credentials.server_credentials())
+        try:
+            if config.credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, config.credentials.server_credentials())
+        except RuntimeError:  # grpc's way of saying it could not bind
+            port = 0
         if not port:
-            raise OSError(f"could not bind {address}: in use or not an address of this host")
+            raise BindError(f"could not bind {address}: in use or not an address of this host")
         await server.start()
         probes = None
         try:
