@@ -219,6 +219,10 @@ def _micro_table(table: dict[str, dict[int, float]]) -> list[str]:
     return lines
 
 
+def _path() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
 def _run_subprocess(scenario: str, mode: str, balancer: str, seed: int, count: int) -> Any:
     command = [sys.executable, "-m", "bench.balancing", "--count", str(count), "--one"]
     out = subprocess.run(
@@ -227,7 +231,7 @@ def _run_subprocess(scenario: str, mode: str, balancer: str, seed: int, count: i
         text=True,
         timeout=300,
         cwd=BENCH_DIR.parent,
-        env={**os.environ, "PYTHONPATH": str(BENCH_DIR.parent)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH_DIR.parent), *_path()])},
     )
     if out.returncode:
         print(out.stderr[-2000:], file=sys.stderr)
