@@ -137,6 +137,10 @@ async def test_routine_whose_module_the_worker_lacks_raises_module_not_found(
         sys.modules.pop(name, None)
 
     assert caught.value.name == name
+    (note,) = caught.value.__notes__  # it says where, and what to do
+    assert workers[0].address in note
+    assert f"pid {workers[0].pid}" in note
+    assert "--path DIR" in note
     await assert_healthy(pool, workers)
 
 
