@@ -41,16 +41,41 @@ class Snapshots:
         return items
 
 
-class ChoosingBalancer:
+class OfferLoop:
+    """The seed protocol's loop around a ``choose`` that picks an untried worker.
+
+    A failure (``athrow``) moves on to the next choice, a success (``asend``)
+    ends the generator, and it ends by itself once ``choose`` finds nobody
+    left to try (eviction during the call included).
+    """
+
+    def choose(self, context: LoadBalancerContextView, tried: set[str]) -> Candidate | None:
+        """The next worker to offer, not in ``tried`` (uids); None: nobody left."""
+        raise NotImplementedError
+
+    async def delegate(
+        self, *, context: LoadBalancerContextView
+    ) -> AsyncGenerator[Candidate, WorkerMetadata | None]:
+        """Offer candidates until one wins or all were tried."""
+        tried: set[str] = set()
+        while (candidate := self.choose(context, tried)) is not None:
+            tried.add(candidate[0].uid)
+            try:
+                winner = yield candidate
+            except Exception:
+                continue
+            if winner is not None:
+                return
+
+
+class ChoosingBalancer(OfferLoop):
     """A delegating balancer that offers, each time, its best untried worker.
 
     Subclasses say how good a worker is (``score``, lower is better) and
     whether to scan every worker or to compare two at random.
 
-    The generator follows the seed protocol: a failure (``athrow``) moves on
-    to the next best untried worker, a success (``asend``) ends it, and it
-    ends by itself once every worker was tried. It holds nothing across
-    calls but its snapshots and random state, and pickles as configuration.
+    It holds nothing across calls but its snapshots and random state, and
+    pickles as configuration.
     """
 
     exact_up_to = 16
@@ -62,20 +87,6 @@ class ChoosingBalancer:
     def score(self, connection: WorkerConnectionLike) -> float:
         """How costly sending one more call to this worker looks (lower is better)."""
         raise NotImplementedError
-
-    async def delegate(
-        self, *, context: LoadBalancerContextView
-    ) -> AsyncGenerator[Candidate, WorkerMetadata | None]:
-        """Offer the best untried worker until one wins or all were tried."""
-        tried: set[str] = set()
-        while (candidate := self.choose(context, tried)) is not None:
-            tried.add(candidate[0].uid)
-            try:
-                winner = yield candidate
-            except Exception:
-                continue
-            if winner is not None:
-                return
 
     def choose(self, context: LoadBalancerContextView, tried: set[str]) -> Candidate | None:
         """The next candidate: exact below ``exact_up_to`` workers, else best of two."""

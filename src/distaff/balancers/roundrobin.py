@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..serialization.metadata import WorkerMetadata
+from ._choosing import OfferLoop, Snapshots
 from .base import LoadBalancerContextView, WorkerConnectionLike
 
 
-class RoundRobinLoadBalancer:
+class RoundRobinLoadBalancer(OfferLoop):
     """Cycles through a context's workers, one candidate at a time.
 
     Each context has its own position. A call's candidates start at the
@@ -25,11 +25,12 @@ class RoundRobinLoadBalancer:
     def __init__(self) -> None:
         self._positions: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self._snapshots = Snapshots()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), ())
 
-    def _take(
+    def choose(
         self, context: LoadBalancerContextView, tried: set[str]
     ) -> tuple[WorkerMetadata, WorkerConnectionLike] | None:
         """Return the first untried worker from this context's position, advancing past it.
@@ -37,7 +38,7 @@ class RoundRobinLoadBalancer:
         Returns None, leaving the position alone, when every worker was tried.
         """
         with self._lock:
-            workers = list(context.workers.items())
+            workers = self._snapshots.get(context)
             start = self._positions.get(context, 0)
             for step in range(len(workers)):
                 index = (start + step) % len(workers)
@@ -46,17 +47,3 @@ class RoundRobinLoadBalancer:
                     self._positions[context] = index + 1
                     return metadata, connection
             return None
-
-    async def delegate(
-        self, *, context: LoadBalancerContextView
-    ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnectionLike], WorkerMetadata | None]:
-        """Yield workers in turn until one wins or every one has failed."""
-        tried: set[str] = set()
-        while (candidate := self._take(context, tried)) is not None:
-            tried.add(candidate[0].uid)
-            try:
-                winner = yield candidate
-            except Exception:
-                continue
-            if winner is not None:
-                return

@@ -25,7 +25,7 @@ import enum
 import itertools
 from typing import Any
 
-from ..wire import PROTOCOL_VERSION, Envelope, StepKind, split_oversized
+from ..wire import PROTOCOL_VERSION, Envelope, split_oversized
 
 
 class Phase(enum.Enum):
@@ -375,23 +375,3 @@ class CallerSession:
         ]
         self._calls.clear()
         return lost
-
-
-__all__ = [
-    "FINAL",
-    "Accepted",
-    "CallerSession",
-    "Done",
-    "Draining",
-    "Event",
-    "Failed",
-    "Item",
-    "Lost",
-    "Phase",
-    "ProtocolError",
-    "Ready",
-    "Refused",
-    "Result",
-    "StartFields",
-    "StepKind",
-]
