@@ -83,6 +83,7 @@ from .proxy.discovery import (
 from .proxy.proxy import WorkerProxy as WorkerProxy
 from .runtime.context import RuntimeContext as RuntimeContext
 from .runtime.context import current_task as current_task
+from .runtime.contextvar import ContextVar as ContextVar
 from .runtime.discovery.local import LocalDiscovery as LocalDiscovery
 from .runtime.discovery.uri import discovery_from_uri as discovery_from_uri
 from .runtime.fanout import as_completed as as_completed
@@ -93,6 +94,7 @@ from .serialization.metadata import WorkerMetadata as WorkerMetadata
 from .serialization.task import Task as Task
 
 __all__ = [
+    "ContextVar",
     "DelegatingLoadBalancerLike",
     "DiscoveryEvent",
     "DiscoveryEventType",

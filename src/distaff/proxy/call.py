@@ -48,6 +48,7 @@ class RemoteCall:
         "_window",
         "born",
         "closed_by",
+        "context",
         "id",
     )
 
@@ -63,6 +64,7 @@ class RemoteCall:
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False  # a final event arrived, or we cancelled
         self.closed_by: str | None = None  # why distaff closed it, if it did
+        self.context = b""  # ContextVar changes that came with the last outcome
 
     @property
     def idle(self) -> bool:
@@ -112,10 +114,13 @@ class RemoteCall:
         while isinstance(event, s.Accepted):
             event = await self._next()
         if isinstance(event, (s.Item, s.Result)):
+            self.context = event.context
             return loads(event.payload, what="a value sent by the worker")
         if isinstance(event, s.Done):
+            self.context = event.context
             raise StopAsyncIteration
         if isinstance(event, s.Failed):
+            self.context = event.context
             raise decode_exception(event.payload, origin=self._link.target)
         if isinstance(event, s.Lost):
             raise self._lost_error()

@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from .. import _checks
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
+from . import contextvar
 from .context import (
     current_proxy,
     current_task_var,
@@ -75,6 +76,7 @@ def _new_task(
         generator=generator,
         window=options.window if generator else 0,
         proxy=proxy,
+        context=contextvar.capture(),
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
     return task
@@ -111,6 +113,7 @@ async def run_task(task: Task) -> Any:
         async with _bound(deadline):
             return await anext(stream)
     finally:
+        contextvar.apply(getattr(stream, "context", b""))  # what the routine set
         await _close(stream)
 
 

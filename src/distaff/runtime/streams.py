@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
+from . import contextvar
 
 Y = TypeVar("Y")
 S = TypeVar("S")
@@ -74,16 +75,28 @@ class RemoteGenerator(collections.abc.AsyncGenerator[Y, S], Generic[Y, S]):
         self._running = True
         try:
             if self._stream is None:
-                return await self._start()
-            async with self._bound(self._deadline):
-                value: Y = await step(self._stream)
-            return value
+                value = await self._start()
+            else:
+                async with self._bound(self._deadline):
+                    value = await step(self._stream)
+            self._take_context()
+            result: Y = value
+            return result
         except BaseException as error:
+            self._take_context()
             await self._finish()
             trim_traceback(error)
             raise
         finally:
             self._running = False
+
+    def _take_context(self) -> None:
+        """Set, here, the ContextVar values the body changed in its last step."""
+        stream = self._stream
+        blob = getattr(stream, "context", b"")
+        if blob:
+            contextvar.apply(blob)
+            stream.context = b""
 
     async def _finish(self) -> None:
         self._finished = True

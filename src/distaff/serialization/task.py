@@ -62,6 +62,8 @@ class Task:
             along for nested calls.
         attempt: which run of the call this is, counted from 0; above 0 only
             for routines with ``retries`` (see ``routine``).
+        context: the caller's ``distaff.ContextVar`` values, pickled (empty
+            when there are none).
     """
 
     callable: Callable[..., Any]
@@ -75,6 +77,7 @@ class Task:
     window: int = 0
     proxy: Any = dataclasses.field(default=None, repr=False)
     attempt: int = 0
+    context: bytes = dataclasses.field(default=b"", repr=False)
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
     _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
@@ -135,6 +138,7 @@ class Task:
             generator=self.generator,
             window=self.window,
             attempt=self.attempt,
+            context=self.context,
         )
         return self._fields
 
@@ -161,4 +165,5 @@ class Task:
             window=start.window,
             proxy=proxy,
             attempt=start.attempt,
+            context=start.context,
         )

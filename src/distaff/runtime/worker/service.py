@@ -19,12 +19,13 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 
-from ..._exceptions import RpcError, StatusCode
+from ..._exceptions import RpcError, SerializationError, StatusCode
 from ...serialization import session as s
 from ...serialization.exceptions import decode_exception, encode_exception
 from ...serialization.task import Task
 from ...serialization.tasks import decode_arguments, decode_routine, dumps, loads
 from ...serialization.wire import Envelope, Pump, Start, StepKind, StopReply, StopRequest
+from .. import contextvar
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
 from .execute import invoke
@@ -62,12 +63,19 @@ class _GrpcServerTransport:
 class _Call:
     """A call running here: its task and, for generators, its steps."""
 
-    __slots__ = ("steps", "stopped", "task")
+    __slots__ = ("seen", "steps", "stopped", "task")
 
     def __init__(self, generator: bool) -> None:
         self.task: asyncio.Task[None] | None = None
+        self.seen: contextvar.Snapshot = {}  # ContextVar values as last reported
         self.steps: asyncio.Queue[s.Stepped] | None = asyncio.Queue() if generator else None
         self.stopped = False  # cancelled by the worker stopping, not by the caller
+
+
+def _changes(call: _Call) -> bytes:
+    """The ContextVar values the call changed since it last reported them."""
+    blob, call.seen = contextvar.changes(call.seen)
+    return blob
 
 
 class _Served:
@@ -278,22 +286,28 @@ class WorkerService:
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
             enter_task_deadlines(task)
+            call.seen = contextvar.apply(task.context)
             if call.steps is not None:
                 async with asyncio.timeout(task.timeout):
-                    await self._drive(call_id, task, call.steps, served)
+                    await self._drive(call_id, task, call, served)
                 return
             if task.timeout is None:
                 result = await invoke(task)
             else:
                 async with asyncio.timeout(task.timeout):
                     result = await invoke(task)
-            session.result(call_id, dumps(result, what="the result", of=task.callable))
+            payload = dumps(result, what="the result", of=task.callable)
+            session.result(call_id, payload, _changes(call))
         except asyncio.CancelledError:
             if call.stopped:  # not the caller's doing: tell it why
                 session.error(call_id, encode_exception(self._stopped_error()))
             raise
         except BaseException as exc:  # the caller gets every failure, typed
-            session.error(call_id, encode_exception(exc))
+            try:
+                context = _changes(call)
+            except SerializationError:  # the failure at hand matters more
+                context = b""
+            session.error(call_id, encode_exception(exc), context)
         finally:
             served.pump.wake()
 
@@ -304,9 +318,7 @@ class WorkerService:
             self.address or None,
         )
 
-    async def _drive(
-        self, call_id: int, task: Task, steps: asyncio.Queue[s.Stepped], served: _Served
-    ) -> None:
+    async def _drive(self, call_id: int, task: Task, call: _Call, served: _Served) -> None:
         """Step the generator as the caller asks.
 
         With a window, the caller only pulls: the generator runs ahead while
@@ -314,6 +326,8 @@ class WorkerService:
         any other step is still seen between two items.
         """
         session, pump = served.session, served.pump
+        steps = call.steps
+        assert steps is not None
         agen = task.callable(*task.args, **task.kwargs)
         credit = task.window
         try:
@@ -329,9 +343,10 @@ class WorkerService:
                 try:
                     value = await self._step(agen, kind, payload)
                 except StopAsyncIteration:
-                    session.done(call_id)
+                    session.done(call_id, _changes(call))
                     return
-                session.item(call_id, dumps(value, what="a value yielded", of=task.callable))
+                payload = dumps(value, what="a value yielded", of=task.callable)
+                session.item(call_id, payload, _changes(call))
                 pump.wake()
                 credit = max(credit - 1, 0)
         finally:

@@ -73,7 +73,7 @@ class Hello(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., peer: _Optional[str] = ...) -> None: ...
 
 class Start(_message.Message):
-    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt")
+    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt", "context")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     ROUTINE_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class Start(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     caller: str
     routine: bytes
@@ -96,7 +97,8 @@ class Start(_message.Message):
     window: int
     dispatch_timeout: float
     attempt: int
-    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ...) -> None: ...
+    context: bytes
+    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ..., context: _Optional[bytes] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("kind", "payload", "credit")
@@ -117,20 +119,26 @@ class Ack(_message.Message):
     def __init__(self) -> None: ...
 
 class Value(_message.Message):
-    __slots__ = ("payload",)
+    __slots__ = ("payload", "context")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
-    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+    context: bytes
+    def __init__(self, payload: _Optional[bytes] = ..., context: _Optional[bytes] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("context",)
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    context: bytes
+    def __init__(self, context: _Optional[bytes] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("payload",)
+    __slots__ = ("payload", "context")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
-    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+    context: bytes
+    def __init__(self, payload: _Optional[bytes] = ..., context: _Optional[bytes] = ...) -> None: ...
 
 class Reject(_message.Message):
     __slots__ = ("reason", "busy")

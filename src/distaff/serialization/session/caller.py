@@ -60,6 +60,7 @@ class StartFields:
     generator: bool = False
     window: int = 0
     attempt: int = 0
+    context: bytes = b""
 
 
 # Events: what the driver learns from the session. ``owner`` is whatever the
@@ -93,6 +94,7 @@ class Item:
     call: int
     owner: Any
     payload: bytes
+    context: bytes = b""  # ContextVar values the routine changed, pickled
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ class Result:
     call: int
     owner: Any
     payload: bytes
+    context: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +113,7 @@ class Done:
 
     call: int
     owner: Any
+    context: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +123,7 @@ class Failed:
     call: int
     owner: Any
     payload: bytes
+    context: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -236,6 +241,8 @@ class CallerSession:
             start.window = fields.window
         if fields.attempt:
             start.attempt = fields.attempt
+        if fields.context:
+            start.context = fields.context
         self._calls[call] = _Call(owner, fields.generator)
         self._queued.append(call)
         return call
@@ -350,17 +357,19 @@ class CallerSession:
             if kind == "ack":
                 continue
             if kind == "value":
+                value = frame.value
                 if state.generator:
-                    events.append(Item(call, state.owner, frame.value.payload))
+                    events.append(Item(call, state.owner, value.payload, value.context))
                     continue
                 del self._calls[call]
-                events.append(Result(call, state.owner, frame.value.payload))
+                events.append(Result(call, state.owner, value.payload, value.context))
             elif kind == "done":
                 del self._calls[call]
-                events.append(Done(call, state.owner))
+                events.append(Done(call, state.owner, frame.done.context))
             elif kind == "error":
                 del self._calls[call]
-                events.append(Failed(call, state.owner, frame.error.payload))
+                error = frame.error
+                events.append(Failed(call, state.owner, error.payload, error.context))
             else:
                 raise ProtocolError(f"a {kind!r} frame from a worker")
         return events

@@ -135,27 +135,39 @@ class WorkerSession:
             frame.call = call
             frame.ack.SetInParent()
 
-    def item(self, call: int, payload: bytes) -> None:
-        """A generator call yielded ``payload``."""
+    def item(self, call: int, payload: bytes, context: bytes = b"") -> None:
+        """A generator call yielded ``payload`` (``context``: ContextVar changes)."""
         if call in self._calls:
             frame = self._pending.frames.add()
             frame.call = call
-            frame.value.payload = payload
+            value = frame.value
+            value.payload = payload
+            if context:
+                value.context = context
 
-    def result(self, call: int, payload: bytes) -> None:
+    def result(self, call: int, payload: bytes, context: bytes = b"") -> None:
         """Final: a coroutine call returned ``payload``."""
         if self._calls.pop(call, None) is not None:
-            self._final(call).value.payload = payload
+            value = self._final(call).value
+            value.payload = payload
+            if context:
+                value.context = context
 
-    def done(self, call: int) -> None:
+    def done(self, call: int, context: bytes = b"") -> None:
         """Final: a generator call finished."""
         if self._calls.pop(call, None) is not None:
-            self._final(call).done.SetInParent()
+            done = self._final(call).done
+            done.SetInParent()
+            if context:
+                done.context = context
 
-    def error(self, call: int, payload: bytes) -> None:
+    def error(self, call: int, payload: bytes, context: bytes = b"") -> None:
         """Final: the call raised; ``payload`` is the encoded exception."""
         if self._calls.pop(call, None) is not None:
-            self._final(call).error.payload = payload
+            error = self._final(call).error
+            error.payload = payload
+            if context:
+                error.context = context
 
     def refuse(self, call: int, reason: str, *, busy: bool = False) -> None:
         """Final: refuse a call just started, before running any of it (safe to retry)."""
