@@ -26,6 +26,7 @@ from ...serialization.tasks import decode_arguments, decode_routine, dumps, load
 from ...serialization.wire import Envelope, Pump, Start, StepKind, StopReply, StopRequest
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
+from .actors import ActorScope, actor_scope_var
 from .execute import invoke
 from .proxies import ProxyRegistry
 
@@ -72,7 +73,7 @@ class _Call:
 class _Served:
     """One session being served: its state machine, pump and calls."""
 
-    __slots__ = ("calls", "ended", "error", "pump", "session")
+    __slots__ = ("actors", "calls", "ended", "error", "pump", "session")
 
     def __init__(self, session: s.WorkerSession, pump: Pump) -> None:
         self.session = session
@@ -80,6 +81,7 @@ class _Served:
         self.calls: dict[int, _Call] = {}
         self.ended = asyncio.Event()  # the caller finished sending, or we finish
         self.error: s.ProtocolError | None = None
+        self.actors = ActorScope(session.worker)  # actors spawned over this session
 
 
 class WorkerService:
@@ -150,6 +152,7 @@ class WorkerService:
         except BaseExceptionGroup as group_error:  # a bug in a call runner: surface it
             raise group_error.exceptions[0] from group_error
         finally:
+            served.actors.close()
             self._served.discard(served)
             if not self._served:
                 self._no_sessions.set()
@@ -238,6 +241,7 @@ class WorkerService:
             task = self._decode(start)
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
+            actor_scope_var.set(served.actors)
             enter_task_deadlines(task)
             if call.steps is not None:
                 async with asyncio.timeout(task.timeout):
