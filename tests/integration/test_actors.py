@@ -7,9 +7,9 @@ import os
 import pathlib
 import pickle
 import signal
-import subprocess
 import sys
 import uuid
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -65,12 +65,15 @@ async def test_a_handle_pickles_small_and_unpickles_without_a_pool(
 
     # unpickled in a fresh interpreter, with no pool and no network
     code = "import pickle, sys; h = pickle.loads(sys.stdin.buffer.read()); print(h.id, h.worker)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], input=data, capture_output=True, check=True, timeout=60
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdin=PIPE, stdout=PIPE, stderr=PIPE
     )
+    async with asyncio.timeout(60):
+        out, err = await child.communicate(data)
 
     assert len(data) < 400
-    assert out.stdout.decode().split() == [counter.id, counter.worker]
+    assert (child.returncode, err) == (0, b"")
+    assert out.decode().split() == [counter.id, counter.worker]
 
 
 async def test_a_handle_passed_to_a_routine_on_another_worker_calls_the_same_instance(
@@ -324,8 +327,7 @@ async def test_sigterm_drain_finishes_in_flight_calls_and_new_spawns_go_elsewher
         counter = await ac.Counter.spawn(0)
         victim = await counter.pid()
         in_flight = [
-            asyncio.ensure_future(counter.mark_then_sleep(marks, f"call{i}", 0.5))
-            for i in range(2)
+            asyncio.ensure_future(counter.mark_then_sleep(marks, f"call{i}", 0.5)) for i in range(2)
         ]
         await wait_until(lambda: ac.read_lines(marks) == ["call0"])
 
