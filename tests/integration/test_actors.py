@@ -8,6 +8,7 @@ import pathlib
 import pickle
 import signal
 import sys
+import traceback
 import uuid
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncGenerator, Callable
@@ -128,6 +129,23 @@ async def test_async_with_closes_the_actor(pool: distaff.WorkerPool) -> None:
     with pytest.raises(distaff.ActorDiedError, match="closed") as died:
         await other.get()  # another handle learns it from the worker
     assert died.value.reason == distaff.ActorDiedError.CLOSED
+
+
+async def test_errors_keep_their_type_and_a_traceback_without_distaff_frames(
+    pool: distaff.WorkerPool,
+) -> None:
+    counter = await ac.Counter.spawn(0)
+
+    with pytest.raises(KeyError, match="boom") as method_error:
+        await counter.fail("boom")
+    with pytest.raises(ValueError, match="constructor refused") as constructor_error:
+        await ac.Counter.spawn(0, fail=True)
+
+    package = str(pathlib.Path(distaff.__file__).parent) + os.sep
+    for raised, where in ((method_error, "fail"), (constructor_error, "__init__")):
+        frames = traceback.extract_tb(raised.value.__traceback__)
+        assert frames[-1].name == where
+        assert not any(f.filename.startswith(package) for f in frames), frames
 
 
 # turns and order
@@ -356,3 +374,63 @@ async def test_leaving_a_pool_leaves_no_actor_on_shared_workers() -> None:
             while await live():
                 await asyncio.sleep(0.05)
     assert len(handles) == 4
+
+
+CHILD_CALLER = """
+import asyncio, sys
+import distaff
+from tests.integration import actor_classes as ac
+
+async def main(discovery, name):
+    async with distaff.WorkerPool(discovery=distaff.LocalDiscovery(discovery)):
+        if name == "-":
+            await ac.Counter.spawn(0)
+            print("spawned", flush=True)
+            await asyncio.sleep(3600)
+        found = await distaff.get_actor(name)
+        print(await found.add(1), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def run_child(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD_CALLER, *args, stdout=PIPE, stderr=PIPE
+    )
+
+
+async def test_an_actor_of_a_caller_that_is_killed_goes_with_it() -> None:
+    discovery = f"actors-{uuid.uuid4().hex}"
+    async with distaff.WorkerPool(spawn=1, discovery=distaff.LocalDiscovery(discovery)):
+        child = await run_child(discovery, "-")
+        try:
+            assert child.stdout is not None
+            async with asyncio.timeout(60):
+                assert await child.stdout.readline() == b"spawned\n"
+            assert await ac.live_actors() == 1
+
+            child.kill()  # SIGKILL: the caller never closes anything itself
+            await child.wait()
+
+            async with asyncio.timeout(10):
+                while await ac.live_actors():
+                    await asyncio.sleep(0.05)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+
+
+async def test_another_caller_process_finds_a_named_actor() -> None:
+    discovery = f"actors-{uuid.uuid4().hex}"
+    name = f"shared-{uuid.uuid4().hex}"
+    async with distaff.WorkerPool(spawn=1, discovery=distaff.LocalDiscovery(discovery)):
+        counter = await ac.Counter.spawn(9, name=name)
+        child = await run_child(discovery, name)
+        async with asyncio.timeout(60):
+            out, err = await child.communicate()
+
+        assert (child.returncode, err) == (0, b"")
+        assert out == b"10\n"
+        assert await counter.get() == 10

@@ -22,7 +22,7 @@ from ..proxy.proxy import WorkerProxy
 from ..serialization.task import new_task_id
 from ..serialization.tracebacks import trim_traceback
 from . import actor_calls as calls
-from .context import current_proxy
+from .context import current_proxy, current_proxy_var
 from .routine import _new_task, _Options, run_task
 from .worker.actors import ACTOR_MARKER, ActorInfo, find_actor, spawn_actor
 
@@ -108,7 +108,8 @@ class ActorHandle(Generic[T]):
             pass
         finally:
             self._death = (ActorDiedError.CLOSED, "closed by its handle")
-            held = _held.get(current_proxy())
+            proxy = current_proxy_var.get()
+            held = _held.get(proxy) if proxy is not None else None
             if held is not None:
                 held.discard(self.id)
 
@@ -139,11 +140,7 @@ async def spawn(
             raise ValueError(f"an actor named {name!r} already exists in this pool")
     actor_id = new_task_id()
     task = _new_task(spawn_actor, (cls, args, kwargs, actor_id, name), {}, False, _OPTIONS)
-    try:
-        worker: str = await run_task(task)
-    except BaseException as error:
-        trim_traceback(error)
-        raise
+    worker: str = await run_task(task)
     held = _held.get(task.proxy)
     if held is None:
         held = _held[task.proxy] = set()
@@ -213,7 +210,11 @@ def _remote_methods(cls: type) -> dict[str, bool]:
 async def _spawn_classmethod(
     cls: type[Any], /, *args: Any, name: str | None = None, **kwargs: Any
 ) -> Any:
-    return await spawn(cls, args, kwargs, name)
+    try:
+        return await spawn(cls, args, kwargs, name)
+    except BaseException as error:
+        trim_traceback(error)
+        raise  # a bare raise adds no frame of ours
 
 
 _SPAWN: classmethod[Any, ..., Any] = classmethod(_spawn_classmethod)

@@ -62,9 +62,11 @@ class Turns:
         """
         if self.dead is not None:
             raise _copy(self.dead)
-        slot = self.limit is not None and chain not in self._inside
-        if slot:
-            if self._busy < self.limit and not self._waiters:  # type: ignore[operator]
+        limit = self.limit
+        slot = False
+        if limit is not None and chain not in self._inside:
+            slot = True
+            if self._busy < limit and not self._waiters:
                 self._busy += 1
             else:
                 await self._wait()
