@@ -565,8 +565,11 @@ async def wa_actor(t: Any, p: dict[str, int]) -> dict[str, float]:
     for order in (("routine", "actor"), ("actor", "routine")):
         for kind in order:
             d = await _latency(calls[kind], p["calls"])
+            meter = CpuMeter(t.worker_pids())
             rate = await _rate(calls[kind], p["w2_calls"], p["inflight"])
-            for key, value in (("lat_p50_us", d["p50"]), ("lat_p99_us", d["p99"])):
+            cpu = sum(meter.per_call_us(p["w2_calls"]).values())  # caller + workers
+            lowest = (("lat_p50_us", d["p50"]), ("lat_p99_us", d["p99"]), ("cpu_us_per_call", cpu))
+            for key, value in lowest:
                 out[f"{kind}_{key}"] = min(out.get(f"{kind}_{key}", math.inf), value)
             out[f"{kind}_calls_per_s"] = max(out.get(f"{kind}_calls_per_s", 0.0), rate)
     await actor.close()
