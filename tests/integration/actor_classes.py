@@ -132,3 +132,18 @@ def read_lines(path: str) -> list[str]:
     """The lines of ``path`` (empty if it does not exist)."""
     p = pathlib.Path(path)
     return p.read_text().splitlines() if p.exists() else []
+
+
+@distaff.routine
+async def issue_from_worker(handle: distaff.ActorHandle[Any], n: int) -> list[Any]:
+    """From a routine on a worker (a freshly restored pool): n concurrent calls, then the log."""
+    await asyncio.gather(*(handle.record(i) for i in range(n)))
+    log: list[Any] = await handle.log()
+    return log
+
+
+@distaff.routine
+async def spawn_nested(start: int) -> distaff.ActorHandle[Any]:
+    """Spawn a Counter from a routine on a worker (through that worker's pool copy)."""
+    handle: distaff.ActorHandle[Any] = await Counter.spawn(start)
+    return handle

@@ -434,3 +434,26 @@ async def test_another_caller_process_finds_a_named_actor() -> None:
         assert (child.returncode, err) == (0, b"")
         assert out == b"10\n"
         assert await counter.get() == 10
+
+
+async def test_concurrent_calls_from_a_routine_on_a_worker_start_in_issue_order() -> None:
+    async with distaff.WorkerPool(spawn=2):
+        counter = await ac.Counter.spawn(0)
+
+        logs = [await ac.issue_from_worker(counter, 20) for _ in range(2)]
+
+    assert logs[0] == list(range(20))
+    assert logs[1] == list(range(20)) * 2
+
+
+async def test_an_actor_spawned_from_a_routine_outlives_its_idle_proxy_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISTAFF_PROXY_IDLE", "0.1")  # workers stop idle pool copies fast
+    async with distaff.WorkerPool(spawn=2):
+        counter = await ac.spawn_nested(7)
+        # Let several idle periods pass: this checks that nothing happens, so
+        # there is no event to wait for.
+        await asyncio.sleep(1.0)
+
+        assert await counter.add(1) == 8

@@ -9,6 +9,7 @@ reports about that worker (lost, draining, not in the pool) becomes an
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -133,7 +134,10 @@ def _death(handle: ActorHandle[Any], error: BaseException) -> ActorDiedError | N
     if isinstance(error, NoWorkersAvailable):
         cause = error.__cause__
         if cause is None:
-            return handle.died(ActorDiedError.WORKER_LOST, f"worker {uid} is not in the pool")
+            return handle.died(
+                ActorDiedError.WORKER_LOST,
+                f"worker {uid} is not in the pool (it stopped, drained or was lost)",
+            )
         if isinstance(cause, RpcError) and "draining" in cause.details:
             return handle.died(ActorDiedError.DRAINED, f"worker {uid} is draining")
         if isinstance(cause, RpcError) and cause.code is StatusCode.RESOURCE_EXHAUSTED:
@@ -188,13 +192,16 @@ async def _first_step(handle: ActorHandle[Any], task: Task) -> tuple[Any, Any]:
         raise
 
 
-async def ask(proxy: WorkerProxy, uid: str, body: Callable[..., Any], args: Any) -> Any:
-    """Run ``body(*args)`` on worker ``uid`` of ``proxy`` and return its result."""
-    task = _new_task(body, args, {}, False, _OPTIONS)
-    stream = await proxy.dispatch(
-        task, timeout=task.dispatch_timeout, balancer=PinnedLoadBalancer(uid)
-    )
-    try:
-        return await anext(stream)
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+async def ask(
+    proxy: WorkerProxy, uid: str, body: Callable[..., Any], args: Any, timeout: float
+) -> Any:
+    """Run ``body(*args)`` on worker ``uid`` of ``proxy``; its result, within ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        task = _new_task(body, args, {}, False, _OPTIONS)
+        stream = await proxy.dispatch(
+            task, timeout=task.dispatch_timeout, balancer=PinnedLoadBalancer(uid)
+        )
+        try:
+            return await anext(stream)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from .worker.actors import ACTOR_MARKER, ActorInfo, find_actor, spawn_actor
 
 T = TypeVar("T")
 _OPTIONS = _Options()
+_LOOKUP_TIMEOUT = 10.0  # seconds each worker has to answer a name lookup
 
 # Actors spawned through each proxy in this process: a worker keeps the
 # proxies it restored running while they hold actors (an actor lives as long
@@ -169,8 +170,9 @@ async def _lookup(name: str) -> tuple[str, type, str] | None:
     if not proxy.started:
         await proxy.start()
     await proxy.wait_for(bool, proxy.wait)
+    # a worker that cannot answer in time (unreachable, stopped) holds no live actor
     answers = await asyncio.gather(
-        *(calls.ask(proxy, m.uid, find_actor, (name,)) for m in proxy.workers),
+        *(calls.ask(proxy, m.uid, find_actor, (name,), _LOOKUP_TIMEOUT) for m in proxy.workers),
         return_exceptions=True,
     )
     for answer in answers:
