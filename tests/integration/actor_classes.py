@@ -98,6 +98,10 @@ class Counter:
     async def call_back(self, caller: distaff.ActorHandle[Any]) -> str:
         return f"back:{await caller.get()}"
 
+    async def through_routine(self, me: distaff.ActorHandle[Any]) -> int:
+        """A -> routine -> A: the chain travels with the routine call."""
+        return int(await read_through(me)) + 1
+
 
 @distaff.actor(concurrency=None)
 class ConcurrentCounter(Counter):
@@ -147,3 +151,9 @@ async def spawn_nested(start: int) -> distaff.ActorHandle[Any]:
     """Spawn a Counter from a routine on a worker (through that worker's pool copy)."""
     handle: distaff.ActorHandle[Any] = await Counter.spawn(start)
     return handle
+
+
+@distaff.routine
+async def read_through(handle: distaff.ActorHandle[Any]) -> int:
+    """A plain routine in the middle of a chain: call the actor back."""
+    return int(await handle.get())

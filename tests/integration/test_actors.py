@@ -205,6 +205,7 @@ async def test_self_calls_and_a_to_b_to_a_finish(pool: distaff.WorkerPool) -> No
         assert await a.self_call(a, 5) == 6
         assert await a.ping_pong(b, a) == "back:1"
         assert await b.ping_pong(a, b) == "back:2"
+        assert await a.through_routine(a) == 2
 
 
 async def test_a_suspended_generator_holds_no_turn(pool: distaff.WorkerPool) -> None:

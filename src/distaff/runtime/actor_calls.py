@@ -25,7 +25,6 @@ from .._exceptions import (
 from ..balancers.pinned import PinnedLoadBalancer
 from ..serialization.task import Task, new_task_id
 from ..serialization.tracebacks import trim_traceback
-from .context import actor_chain_var
 from .routine import _bound, _new_task, _Options
 from .streams import RemoteGenerator
 from .worker.actors import call_method, close_actor, stream_method
@@ -71,8 +70,10 @@ def _task(
     generator: bool,
 ) -> Task:
     handle.check_alive()
-    chain = actor_chain_var.get() or new_task_id()
-    return _new_task(body, (handle.id, name, chain, args, kwargs), {}, generator, _OPTIONS)
+    task = _new_task(body, (handle.id, name, args, kwargs), {}, generator, _OPTIONS)
+    if task.chain is None:  # a call from outside any actor starts a chain of its own
+        task.chain = new_task_id()
+    return task
 
 
 async def _call(handle: ActorHandle[Any], task: Task) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from .context import (
+    actor_chain_var,
     current_proxy,
     current_task_var,
     deadline_var,
@@ -74,6 +75,7 @@ def _new_task(
         generator=generator,
         window=options.window if generator else 0,
         proxy=proxy,
+        chain=actor_chain_var.get(),
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
     return task
@@ -282,7 +284,9 @@ def routine(
 
 
 def enter_task_deadlines(task: Task) -> None:
-    """On a worker: make nested calls inherit ``task``'s remaining time."""
+    """On a worker: nested calls inherit ``task``'s remaining time and actor call chain."""
+    if task.chain is not None:
+        actor_chain_var.set(task.chain)
     if task.timeout is not None:
         deadline_var.set(time.monotonic() + task.timeout)
     dispatch_timeout_var.set(task.dispatch_timeout)

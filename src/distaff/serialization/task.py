@@ -62,6 +62,9 @@ class Task:
             along for nested calls.
         attempt: which run of the call this is, counted from 0; above 0 only
             for routines with ``retries`` (see ``routine``).
+        chain: the actor call chain the call belongs to (made, directly or
+            through routines, by an actor method); actors let a call of a
+            chain already inside them enter at once.
     """
 
     callable: Callable[..., Any]
@@ -75,6 +78,7 @@ class Task:
     window: int = 0
     proxy: Any = dataclasses.field(default=None, repr=False)
     attempt: int = 0
+    chain: str | None = None
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
     _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
@@ -135,6 +139,7 @@ class Task:
             generator=self.generator,
             window=self.window,
             attempt=self.attempt,
+            chain=self.chain or "",
         )
         return self._fields
 
@@ -161,4 +166,5 @@ class Task:
             window=start.window,
             proxy=proxy,
             attempt=start.attempt,
+            chain=start.chain or None,
         )

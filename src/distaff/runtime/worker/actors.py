@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from ..._exceptions import ActorDiedError
+from ...serialization.task import new_task_id
 from ..context import actor_chain_var
 
 ACTOR_MARKER = "__distaff_actor__"
@@ -270,13 +271,22 @@ async def spawn_actor(
     return scope.worker
 
 
+def _chain() -> str:
+    # every actor call carries its chain (Task.chain); the worker set it
+    chain = actor_chain_var.get()
+    if chain is None:
+        chain = new_task_id()
+        actor_chain_var.set(chain)
+    return chain
+
+
 async def call_method(
-    actor_id: str, method: str, chain: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    actor_id: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Run a coroutine method of actor ``actor_id`` in a turn of ``chain``."""
+    """Run a coroutine method of actor ``actor_id`` in a turn of the call's chain."""
     actor = registry().get(actor_id)
     bound = actor.method(method)
-    actor_chain_var.set(chain)
+    chain = _chain()
     turns = actor.turns
     slot = turns.try_enter(chain)
     if slot is None:
@@ -288,12 +298,12 @@ async def call_method(
 
 
 async def stream_method(
-    actor_id: str, method: str, chain: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    actor_id: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> AsyncGenerator[Any, Any]:
     """Drive an async generator method of actor ``actor_id``, one turn per step."""
     actor = registry().get(actor_id)
     inner = actor.method(method)(*args, **kwargs)
-    actor_chain_var.set(chain)
+    chain = _chain()
     turns = actor.turns
     sent: Any = None
     thrown: BaseException | None = None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rdistaff.proto\x12\ndistaff.v1\"-\n\x08\x45nvelope\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.distaff.v1.Frame\"\x81\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\x02 \x01(\x0b\x32\x11.distaff.v1.HelloH\x00\x12\"\n\x05start\x18\x03 \x01(\x0b\x32\x11.distaff.v1.StartH\x00\x12 \n\x04step\x18\x04 \x01(\x0b\x32\x10.distaff.v1.StepH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.distaff.v1.CancelH\x00\x12\x1e\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x0f.distaff.v1.AckH\x00\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x11.distaff.v1.ValueH\x00\x12 \n\x04\x64one\x18\x08 \x01(\x0b\x32\x10.distaff.v1.DoneH\x00\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x11.distaff.v1.ErrorH\x00\x12$\n\x06reject\x18\n \x01(\x0b\x32\x12.distaff.v1.RejectH\x00\x12\"\n\x05\x64rain\x18\x0b \x01(\x0b\x32\x11.distaff.v1.DrainH\x00\x42\x06\n\x04kind\"\'\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\"\xcc\x01\n\x05Start\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0f\n\x07routine\x18\x03 \x01(\x0c\x12\x11\n\targuments\x18\x04 \x01(\x0c\x12\x10\n\x08proxy_id\x18\x05 \x01(\t\x12\r\n\x05proxy\x18\x06 \x01(\x0c\x12\x0f\n\x07timeout\x18\x07 \x01(\x01\x12\x11\n\tgenerator\x18\x08 \x01(\x08\x12\x0e\n\x06window\x18\t \x01(\r\x12\x18\n\x10\x64ispatch_timeout\x18\n \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\r\"K\n\x04Step\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.distaff.v1.StepKind\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"\x08\n\x06\x43\x61ncel\"\x05\n\x03\x41\x63k\"\x18\n\x05Value\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x06\n\x04\x44one\"\x18\n\x05\x45rror\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x18\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x07\n\x05\x44rain\"\x1c\n\x0bStopRequest\x12\r\n\x05grace\x18\x01 \x01(\x01\"\x1e\n\tStopReply\x12\x11\n\tcancelled\x18\x01 \x01(\r\"\x11\n\x0f\x44\x65scribeRequest\"\xa9\x02\n\rDescribeReply\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x10\n\x08protocol\x18\x08 \x01(\r\x12\x0e\n\x06python\x18\t \x01(\t\x12\x13\n\x0b\x63loudpickle\x18\n \x01(\t\x12\x10\n\x08\x64raining\x18\x0b \x01(\x08\x12\x37\n\x07options\x18\x0c \x03(\x0b\x32&.distaff.v1.DescribeReply.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*Y\n\x08StepKind\x12\r\n\tSTEP_NEXT\x10\x00\x12\r\n\tSTEP_SEND\x10\x01\x12\x0e\n\nSTEP_THROW\x10\x02\x12\x0e\n\nSTEP_CLOSE\x10\x03\x12\x0f\n\x0bSTEP_CREDIT\x10\x04\x32\xbf\x01\n\x06Worker\x12\x39\n\x07Session\x12\x14.distaff.v1.Envelope\x1a\x14.distaff.v1.Envelope(\x01\x30\x01\x12\x36\n\x04Stop\x12\x17.distaff.v1.StopRequest\x1a\x15.distaff.v1.StopReply\x12\x42\n\x08\x44\x65scribe\x12\x1b.distaff.v1.DescribeRequest\x1a\x19.distaff.v1.DescribeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rdistaff.proto\x12\ndistaff.v1\"-\n\x08\x45nvelope\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.distaff.v1.Frame\"\x81\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\x02 \x01(\x0b\x32\x11.distaff.v1.HelloH\x00\x12\"\n\x05start\x18\x03 \x01(\x0b\x32\x11.distaff.v1.StartH\x00\x12 \n\x04step\x18\x04 \x01(\x0b\x32\x10.distaff.v1.StepH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.distaff.v1.CancelH\x00\x12\x1e\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x0f.distaff.v1.AckH\x00\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x11.distaff.v1.ValueH\x00\x12 \n\x04\x64one\x18\x08 \x01(\x0b\x32\x10.distaff.v1.DoneH\x00\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x11.distaff.v1.ErrorH\x00\x12$\n\x06reject\x18\n \x01(\x0b\x32\x12.distaff.v1.RejectH\x00\x12\"\n\x05\x64rain\x18\x0b \x01(\x0b\x32\x11.distaff.v1.DrainH\x00\x42\x06\n\x04kind\"\'\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\"\xdb\x01\n\x05Start\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0f\n\x07routine\x18\x03 \x01(\x0c\x12\x11\n\targuments\x18\x04 \x01(\x0c\x12\x10\n\x08proxy_id\x18\x05 \x01(\t\x12\r\n\x05proxy\x18\x06 \x01(\x0c\x12\x0f\n\x07timeout\x18\x07 \x01(\x01\x12\x11\n\tgenerator\x18\x08 \x01(\x08\x12\x0e\n\x06window\x18\t \x01(\r\x12\x18\n\x10\x64ispatch_timeout\x18\n \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\r\x12\r\n\x05\x63hain\x18\x0c \x01(\t\"K\n\x04Step\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.distaff.v1.StepKind\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"\x08\n\x06\x43\x61ncel\"\x05\n\x03\x41\x63k\"\x18\n\x05Value\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x06\n\x04\x44one\"\x18\n\x05\x45rror\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x18\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x07\n\x05\x44rain\"\x1c\n\x0bStopRequest\x12\r\n\x05grace\x18\x01 \x01(\x01\"\x1e\n\tStopReply\x12\x11\n\tcancelled\x18\x01 \x01(\r\"\x11\n\x0f\x44\x65scribeRequest\"\xa9\x02\n\rDescribeReply\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x10\n\x08protocol\x18\x08 \x01(\r\x12\x0e\n\x06python\x18\t \x01(\t\x12\x13\n\x0b\x63loudpickle\x18\n \x01(\t\x12\x10\n\x08\x64raining\x18\x0b \x01(\x08\x12\x37\n\x07options\x18\x0c \x03(\x0b\x32&.distaff.v1.DescribeReply.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*Y\n\x08StepKind\x12\r\n\tSTEP_NEXT\x10\x00\x12\r\n\tSTEP_SEND\x10\x01\x12\x0e\n\nSTEP_THROW\x10\x02\x12\x0e\n\nSTEP_CLOSE\x10\x03\x12\x0f\n\x0bSTEP_CREDIT\x10\x04\x32\xbf\x01\n\x06Worker\x12\x39\n\x07Session\x12\x14.distaff.v1.Envelope\x1a\x14.distaff.v1.Envelope(\x01\x30\x01\x12\x36\n\x04Stop\x12\x17.distaff.v1.StopRequest\x1a\x15.distaff.v1.StopReply\x12\x42\n\x08\x44\x65scribe\x12\x1b.distaff.v1.DescribeRequest\x1a\x19.distaff.v1.DescribeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DESCRIBEREPLY_OPTIONSENTRY']._loaded_options = None
   _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_options = b'8\001'
-  _globals['_STEPKIND']._serialized_start=1282
-  _globals['_STEPKIND']._serialized_end=1371
+  _globals['_STEPKIND']._serialized_start=1297
+  _globals['_STEPKIND']._serialized_end=1386
   _globals['_ENVELOPE']._serialized_start=29
   _globals['_ENVELOPE']._serialized_end=74
   _globals['_FRAME']._serialized_start=77
@@ -42,33 +42,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=464
   _globals['_HELLO']._serialized_end=503
   _globals['_START']._serialized_start=506
-  _globals['_START']._serialized_end=710
-  _globals['_STEP']._serialized_start=712
-  _globals['_STEP']._serialized_end=787
-  _globals['_CANCEL']._serialized_start=789
-  _globals['_CANCEL']._serialized_end=797
-  _globals['_ACK']._serialized_start=799
-  _globals['_ACK']._serialized_end=804
-  _globals['_VALUE']._serialized_start=806
-  _globals['_VALUE']._serialized_end=830
-  _globals['_DONE']._serialized_start=832
-  _globals['_DONE']._serialized_end=838
-  _globals['_ERROR']._serialized_start=840
-  _globals['_ERROR']._serialized_end=864
-  _globals['_REJECT']._serialized_start=866
-  _globals['_REJECT']._serialized_end=890
-  _globals['_DRAIN']._serialized_start=892
-  _globals['_DRAIN']._serialized_end=899
-  _globals['_STOPREQUEST']._serialized_start=901
-  _globals['_STOPREQUEST']._serialized_end=929
-  _globals['_STOPREPLY']._serialized_start=931
-  _globals['_STOPREPLY']._serialized_end=961
-  _globals['_DESCRIBEREQUEST']._serialized_start=963
-  _globals['_DESCRIBEREQUEST']._serialized_end=980
-  _globals['_DESCRIBEREPLY']._serialized_start=983
-  _globals['_DESCRIBEREPLY']._serialized_end=1280
-  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_start=1234
-  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_end=1280
-  _globals['_WORKER']._serialized_start=1374
-  _globals['_WORKER']._serialized_end=1565
+  _globals['_START']._serialized_end=725
+  _globals['_STEP']._serialized_start=727
+  _globals['_STEP']._serialized_end=802
+  _globals['_CANCEL']._serialized_start=804
+  _globals['_CANCEL']._serialized_end=812
+  _globals['_ACK']._serialized_start=814
+  _globals['_ACK']._serialized_end=819
+  _globals['_VALUE']._serialized_start=821
+  _globals['_VALUE']._serialized_end=845
+  _globals['_DONE']._serialized_start=847
+  _globals['_DONE']._serialized_end=853
+  _globals['_ERROR']._serialized_start=855
+  _globals['_ERROR']._serialized_end=879
+  _globals['_REJECT']._serialized_start=881
+  _globals['_REJECT']._serialized_end=905
+  _globals['_DRAIN']._serialized_start=907
+  _globals['_DRAIN']._serialized_end=914
+  _globals['_STOPREQUEST']._serialized_start=916
+  _globals['_STOPREQUEST']._serialized_end=944
+  _globals['_STOPREPLY']._serialized_start=946
+  _globals['_STOPREPLY']._serialized_end=976
+  _globals['_DESCRIBEREQUEST']._serialized_start=978
+  _globals['_DESCRIBEREQUEST']._serialized_end=995
+  _globals['_DESCRIBEREPLY']._serialized_start=998
+  _globals['_DESCRIBEREPLY']._serialized_end=1295
+  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_start=1249
+  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_end=1295
+  _globals['_WORKER']._serialized_start=1389
+  _globals['_WORKER']._serialized_end=1580
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,7 @@ class StartFields:
     generator: bool = False
     window: int = 0
     attempt: int = 0
+    chain: str = ""
 
 
 # Events: what the driver learns from the session. ``owner`` is whatever the
@@ -235,6 +236,8 @@ class CallerSession:
             start.window = fields.window
         if fields.attempt:
             start.attempt = fields.attempt
+        if fields.chain:
+            start.chain = fields.chain
         self._calls[call] = _Call(owner, fields.generator)
         self._queued.append(call)
         return call
