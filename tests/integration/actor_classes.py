@@ -73,6 +73,20 @@ class Counter:
             yield n
             n -= 1
 
+    async def accumulate(self, start: int) -> AsyncGenerator[Any, Any]:
+        """The body of the routines' parity generator (``routines._accumulate``)."""
+        total = start
+        while True:
+            try:
+                sent = yield total
+            except ValueError as exc:
+                total = -1
+                yield f"recovered from {exc}"
+                continue
+            if sent == "stop":
+                return
+            total += sent if isinstance(sent, int) else 1
+
     async def echo_sent(self) -> AsyncGenerator[Any, Any]:
         """Yield what is sent in; catch ValueError thrown in and yield its message."""
         received: Any = "start"

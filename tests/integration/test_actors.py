@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import distaff
 
 from . import actor_classes as ac
+from .test_core import drive as routine_script
 
 
 @pytest.fixture
@@ -271,6 +272,16 @@ async def test_generator_methods_behave_like_local_async_generators(
 
     assert got == expected
     assert await remote.log() == local.started
+
+
+async def test_generator_methods_pass_the_routines_parity_script(
+    pool: distaff.WorkerPool,
+) -> None:
+    local = await routine_script(ac.Counter(0).accumulate(1))
+    remote = await routine_script((await ac.Counter.spawn(0)).accumulate(1))
+
+    assert remote == local
+    assert local[-1] == "stopped"
 
 
 async def test_the_same_class_locally_and_as_an_unbounded_actor_agrees(
