@@ -9,11 +9,13 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W4W", "W5", "W7", "MEM")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W4W", "W5", "W7", "WA", "MEM")
 # W4W (streaming with distaff's read-ahead window) has no counterpart elsewhere
 # W7 (distaff.map against ProcessPoolExecutor.map, both timed in distaff's
 # caller) has none either
-ONLY_FOR = {"W4W": ("distaff",), "W7": ("distaff",)}
+# WA (an actor's no-op method against the no-op routine, W1 and W2 shapes,
+# in one caller and pool) is distaff's alone
+ONLY_FOR = {"W4W": ("distaff",), "W7": ("distaff",), "WA": ("distaff",)}
 
 # The sizes of each workload; ``--quick`` uses QUICK.
 FULL: dict[str, dict[str, int]] = {
@@ -24,6 +26,7 @@ FULL: dict[str, dict[str, int]] = {
     "W4W": {"warmup": 100, "items": 20_000},
     "W5": {"spawn": 2},
     "W7": {"warmup": 2_000, "items": 100_000},
+    "WA": {"warmup": 200, "calls": 2_000, "w2_warmup": 1_000, "w2_calls": 20_000, "inflight": 500},
     "MEM": {"warmup": 2_000, "calls": 100_000, "inflight": 500},
 }
 QUICK: dict[str, dict[str, int]] = {
@@ -34,6 +37,7 @@ QUICK: dict[str, dict[str, int]] = {
     "W4W": {"warmup": 10, "items": 1_000},
     "W5": {"spawn": 2},
     "W7": {"warmup": 200, "items": 5_000},
+    "WA": {"warmup": 20, "calls": 100, "w2_warmup": 100, "w2_calls": 1_000, "inflight": 500},
     "MEM": {"warmup": 200, "calls": 2_000, "inflight": 500},
 }
 
@@ -47,6 +51,7 @@ TIMEOUTS = {
     "W4W": 120,
     "W5": 120,
     "W7": 300,
+    "WA": 300,
     "MEM": 900,
 }
 QUICK_TIMEOUT = 45

@@ -48,3 +48,12 @@ def double_plain(x: int) -> int:
 async def double_async(x: int) -> int:
     """Twice x, as a coroutine routine: W7's second distaff figure."""
     return 2 * x
+
+
+@distaff.actor
+class NoopActor:
+    """An actor with a no-op method: WA's actor call (default turns: one at a time)."""
+
+    async def noop(self) -> None:
+        """Do nothing: an actor call's overhead alone."""
+        return None

@@ -531,6 +531,51 @@ async def w7_map(t: Any, p: dict[str, int]) -> dict[str, float]:
     }
 
 
+async def _latency(call: Callable[[], Awaitable[Any]], calls: int) -> dict[str, float]:
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(calls):
+        t0 = clock()
+        await call()
+        samples.append(clock() - t0)
+    return distribution(s / 1000.0 for s in samples)
+
+
+async def _rate(call: Callable[[], Awaitable[Any]], calls: int, inflight: int) -> float:
+    started = time.perf_counter()
+    await fan_out(call, calls, inflight)
+    return calls / (time.perf_counter() - started)
+
+
+async def wa_actor(t: Any, p: dict[str, int]) -> dict[str, float]:
+    """An actor's no-op method next to the no-op routine: W1 and W2 shapes, one pool.
+
+    The two alternate in two rounds (routine first, then actor first) so that
+    drift in the machine's load hits both; each keeps its better round.
+    """
+    from bench.routines import NoopActor
+
+    actor = await NoopActor.spawn()
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {"routine": t.noop, "actor": actor.noop}
+    for call in calls.values():
+        for _ in range(p["warmup"]):
+            await call()
+        await fan_out(call, p["w2_warmup"], p["inflight"])
+    out: dict[str, float] = {}
+    for order in (("routine", "actor"), ("actor", "routine")):
+        for kind in order:
+            d = await _latency(calls[kind], p["calls"])
+            meter = CpuMeter(t.worker_pids())
+            rate = await _rate(calls[kind], p["w2_calls"], p["inflight"])
+            cpu = sum(meter.per_call_us(p["w2_calls"]).values())  # caller + workers
+            lowest = (("lat_p50_us", d["p50"]), ("lat_p99_us", d["p99"]), ("cpu_us_per_call", cpu))
+            for key, value in lowest:
+                out[f"{kind}_{key}"] = min(out.get(f"{kind}_{key}", math.inf), value)
+            out[f"{kind}_calls_per_s"] = max(out.get(f"{kind}_calls_per_s", 0.0), rate)
+    await actor.close()
+    return out
+
+
 WORKLOAD_FUNCTIONS: dict[str, Callable[..., Awaitable[dict[str, float]]]] = {
     "W1": w1_latency,
     "W2": w2_throughput,
@@ -538,6 +583,7 @@ WORKLOAD_FUNCTIONS: dict[str, Callable[..., Awaitable[dict[str, float]]]] = {
     "W4": w4_streaming,
     "W4W": functools.partial(w4_streaming, ahead=True),
     "W7": w7_map,
+    "WA": wa_actor,
     "MEM": mem_growth,
 }
 

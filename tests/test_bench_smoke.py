@@ -101,3 +101,36 @@ def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path)
     table = (tmp_path / "balancing.md").read_text()
     assert "p99 vs RR" in table
     assert "| leastloaded |" in table
+
+
+def test_quick_wa_measures_actor_calls_next_to_routine_calls(tmp_path: pathlib.Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--reps",
+            "1",
+            "--no-peer",
+            "--only",
+            "WA",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    (run,) = report["runs"]
+    assert run["ok"], run
+    assert not run.get("leftover_processes")
+    metrics = run["metrics"]
+    for kind in ("routine", "actor"):
+        assert metrics[f"{kind}_lat_p50_us"] > 0
+        assert metrics[f"{kind}_calls_per_s"] > 0
+    assert "WA actor no-op method latency" in (tmp_path / "latest.md").read_text()

@@ -3,7 +3,7 @@
 Layout (dependencies point down):
 
     runtime/        what users touch: routine, Task, WorkerPool, contexts,
-                    map/as_completed;
+                    map/as_completed, actors;
                     the worker process and service; discovery backends
     proxy/          WorkerProxy (membership + dispatch loop), the per-worker
                     WorkerConnection, LoadBalancerContext
@@ -22,6 +22,9 @@ import typing as _typing
 # noise. An explicit GRPC_VERBOSITY still wins.
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from ._exceptions import (
+    ActorDiedError as ActorDiedError,
+)
 from ._exceptions import (
     DistaffError as DistaffError,
 )
@@ -81,6 +84,9 @@ from .proxy.discovery import (
     DiscoveryLike as DiscoveryLike,
 )
 from .proxy.proxy import WorkerProxy as WorkerProxy
+from .runtime.actors import ActorHandle as ActorHandle
+from .runtime.actors import actor as actor
+from .runtime.actors import get_actor as get_actor
 from .runtime.context import RuntimeContext as RuntimeContext
 from .runtime.context import current_task as current_task
 from .runtime.contextvar import ContextVar as ContextVar
@@ -94,6 +100,8 @@ from .serialization.metadata import WorkerMetadata as WorkerMetadata
 from .serialization.task import Task as Task
 
 __all__ = [
+    "ActorDiedError",
+    "ActorHandle",
     "ContextVar",
     "DelegatingLoadBalancerLike",
     "DiscoveryEvent",
@@ -128,9 +136,11 @@ __all__ = [
     "WorkerProxy",
     "WorkerStartError",
     "__version__",
+    "actor",
     "as_completed",
     "current_task",
     "discovery_from_uri",
+    "get_actor",
     "map",
     "routine",
 ]

@@ -11,6 +11,8 @@ Hierarchy::
     │                             (also a TypeError)
     ├── WorkerStartError          a worker process did not come up
     ├── InsecureBindError         a non-loopback bind without TLS credentials
+    ├── ActorDiedError            an actor is gone (worker lost, drained,
+    │                             closed, constructor failed)
     └── RemoteException           stand-in for a remote exception that could
                                   not travel as itself
 
@@ -125,6 +127,34 @@ class WorkerStartError(DistaffError):
 
 class InsecureBindError(DistaffError):
     """A worker was asked to bind a non-loopback address without TLS."""
+
+
+class ActorDiedError(DistaffError):
+    """The actor a call was addressed to is gone, for good.
+
+    Calls on a dead actor fail at once and are never sent anywhere else.
+
+    Attributes:
+        actor: the actor's id (or name, when it has one).
+        reason: one of ``"worker lost"``, ``"drained"``, ``"closed"``,
+            ``"constructor failed"``.
+        details: what happened, in words.
+    """
+
+    WORKER_LOST = "worker lost"
+    DRAINED = "drained"
+    CLOSED = "closed"
+    CONSTRUCTOR_FAILED = "constructor failed"
+
+    def __init__(self, actor: str, reason: str, details: str = "") -> None:
+        tail = f": {details}" if details else ""
+        super().__init__(f"actor {actor} died ({reason}){tail}")
+        self.actor = actor
+        self.reason = reason
+        self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.actor, self.reason, self.details))
 
 
 class RemoteException(DistaffError):

@@ -11,6 +11,7 @@ every call ends in exactly one final state on each side.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 
 import pytest
@@ -293,3 +294,16 @@ def test_a_wrong_protocol_version_is_refused_naming_both() -> None:
         s.ProtocolError, match=rf"speaks {PROTOCOL_VERSION}.*{PROTOCOL_VERSION + 7}"
     ):
         worker.receive(envelope)
+
+
+def test_a_calls_actor_chain_reaches_the_worker_with_its_start() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    chained = dataclasses.replace(fields("t1"), chain="chain-7")
+    caller.open_call(chained)
+    caller.open_call(fields("t2"))
+
+    events = [e for env in caller.data_to_send() for e in worker.receive(env)]
+
+    starts = [e.start for e in events if isinstance(e, s.Started)]
+    assert [(start.task_id, start.chain) for start in starts] == [("t1", "chain-7"), ("t2", "")]

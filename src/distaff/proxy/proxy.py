@@ -286,12 +286,20 @@ class WorkerProxy:
 
     # dispatch
 
-    async def dispatch(self, task: Task, *, timeout: float | None = None) -> AsyncIterator[Any]:
+    async def dispatch(
+        self,
+        task: Task,
+        *,
+        timeout: float | None = None,
+        balancer: DelegatingLoadBalancerLike | None = None,
+    ) -> AsyncIterator[Any]:
         """Run ``task`` on a worker; return its result stream once accepted.
 
         ``timeout`` bounds reaching a worker: waiting for one to join, every
         attempt's handshake and the write of the call. Once a call is written
         it belongs to that worker (it may run) and is never sent again.
+        ``balancer`` chooses for this call instead of the pool's (an actor's
+        calls pin their worker this way); the task still ships this proxy.
 
         Raises:
             TimeoutError: no worker took the call within ``timeout``.
@@ -315,8 +323,9 @@ class WorkerProxy:
             deadline = None if timeout is None else time.monotonic() + timeout
             if not membership.context.workers:
                 await self._await_first_worker(deadline)
-            if self._delegating:
-                return await self._delegate_dispatch(membership, task, deadline)
+            if balancer is not None or self._delegating:
+                chooser = balancer if balancer is not None else self._balancer
+                return await self._delegate_dispatch(membership, task, deadline, chooser)
             stream: AsyncIterator[Any] = await self._balancer.dispatch(
                 task, context=membership.context, timeout=timeout
             )
@@ -347,14 +356,18 @@ class WorkerProxy:
         return message + self._admission.explain()
 
     async def _delegate_dispatch(
-        self, membership: Membership, task: Task, deadline: float | None
+        self,
+        membership: Membership,
+        task: Task,
+        deadline: float | None,
+        balancer: DelegatingLoadBalancerLike,
     ) -> RemoteCall:
         """Ask the balancer round after round while every worker is busy."""
         patience = deadline if deadline is not None else time.monotonic() + self.wait
         backoff = _BUSY_FIRST
         while True:
             try:
-                return await self._delegate_round(membership, task, deadline)
+                return await self._delegate_round(membership, task, deadline, balancer)
             except _AllBusy as busy:
                 now = time.monotonic()
                 if now >= patience:
@@ -367,10 +380,14 @@ class WorkerProxy:
                 backoff = min(backoff * 2, _BUSY_LAST)
 
     async def _delegate_round(
-        self, membership: Membership, task: Task, deadline: float | None
+        self,
+        membership: Membership,
+        task: Task,
+        deadline: float | None,
+        balancer: DelegatingLoadBalancerLike,
     ) -> RemoteCall:
         """The seed's loop: dispatch to each candidate; skip, evict, or hand over."""
-        candidates = self._balancer.delegate(context=membership.context)
+        candidates: Any = balancer.delegate(context=membership.context)
         busy = True
         try:
             try:

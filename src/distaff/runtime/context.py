@@ -26,6 +26,11 @@ deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 dispatch_timeout_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "distaff_dispatch_timeout", default=None
 )
+# the call chain an actor method runs in: nested actor calls carry it, and an
+# actor lets a call of a chain already inside it enter at once
+actor_chain_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "distaff_actor_chain", default=None
+)
 
 
 def current_task() -> Task | None:

@@ -16,6 +16,7 @@ from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from . import contextvar
 from .context import (
+    actor_chain_var,
     current_proxy,
     current_task_var,
     deadline_var,
@@ -77,6 +78,7 @@ def _new_task(
         window=options.window if generator else 0,
         proxy=proxy,
         context=contextvar.capture(),
+        chain=actor_chain_var.get(),
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
     return task
@@ -300,7 +302,9 @@ def routine(
 
 
 def enter_task_deadlines(task: Task) -> None:
-    """On a worker: make nested calls inherit ``task``'s remaining time."""
+    """On a worker: nested calls inherit ``task``'s remaining time and actor call chain."""
+    if task.chain is not None:
+        actor_chain_var.set(task.chain)
     if task.timeout is not None:
         deadline_var.set(time.monotonic() + task.timeout)
     dispatch_timeout_var.set(task.dispatch_timeout)

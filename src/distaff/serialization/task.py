@@ -64,6 +64,9 @@ class Task:
             for routines with ``retries`` (see ``routine``).
         context: the caller's ``distaff.ContextVar`` values, pickled (empty
             when there are none).
+        chain: the actor call chain the call belongs to (made, directly or
+            through routines, by an actor method); actors let a call of a
+            chain already inside them enter at once.
     """
 
     callable: Callable[..., Any]
@@ -78,6 +81,7 @@ class Task:
     proxy: Any = dataclasses.field(default=None, repr=False)
     attempt: int = 0
     context: bytes = dataclasses.field(default=b"", repr=False)
+    chain: str | None = None
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
     _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
@@ -139,6 +143,7 @@ class Task:
             window=self.window,
             attempt=self.attempt,
             context=self.context,
+            chain=self.chain or "",
         )
         return self._fields
 
@@ -166,4 +171,5 @@ class Task:
             proxy=proxy,
             attempt=start.attempt,
             context=start.context,
+            chain=start.chain or None,
         )

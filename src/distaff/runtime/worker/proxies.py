@@ -6,6 +6,7 @@ import pickle
 from typing import TYPE_CHECKING
 
 from ..._exceptions import SerializationError
+from ..actors import holds_actors
 
 if TYPE_CHECKING:
     from ...proxy.credentials import WorkerCredentials
@@ -39,10 +40,13 @@ class ProxyRegistry:
         """Stop started proxies unused for ``idle`` s with nothing in flight.
 
         A stopped proxy drops its subscription and connections and starts
-        again on its next dispatch. Returns how many were stopped.
+        again on its next dispatch; one that spawned actors still open is
+        kept (they live as long as its sessions). Returns how many stopped.
         """
         stopped = 0
         for proxy in list(self._proxies.values()):
+            if holds_actors(proxy):  # its sessions keep the actors it spawned alive
+                continue
             # each proxy checks and stops atomically: one in use is never stopped
             stopped += await proxy.stop_if_idle(idle)
         return stopped

@@ -28,6 +28,7 @@ from ...serialization.wire import Envelope, Pump, Start, StepKind, StopReply, St
 from .. import contextvar
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
+from .actors import ActorScope, actor_scope_var
 from .execute import invoke
 from .proxies import ProxyRegistry
 
@@ -81,7 +82,7 @@ def _changes(call: _Call) -> bytes:
 class _Served:
     """One session being served: its state machine, pump and calls."""
 
-    __slots__ = ("_load", "calls", "ended", "error", "pump", "reported", "session")
+    __slots__ = ("_load", "actors", "calls", "ended", "error", "pump", "reported", "session")
 
     def __init__(self, session: s.WorkerSession, transport: ServerTransport, load: Any) -> None:
         self.session = session
@@ -91,6 +92,7 @@ class _Served:
         self.calls: dict[int, _Call] = {}
         self.ended = asyncio.Event()  # the caller finished sending, or we finish
         self.error: s.ProtocolError | None = None
+        self.actors = ActorScope(session.worker)  # actors spawned over this session
 
     def _take(self) -> list[Envelope]:
         envelopes = self.session.data_to_send()
@@ -181,6 +183,7 @@ class WorkerService:
         except BaseExceptionGroup as group_error:  # a bug in a call runner: surface it
             raise group_error.exceptions[0] from group_error
         finally:
+            served.actors.close()
             self._served.discard(served)
             if not self._served:
                 self._no_sessions.set()
@@ -285,6 +288,7 @@ class WorkerService:
             task = self._decode(start)
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
+            actor_scope_var.set(served.actors)
             enter_task_deadlines(task)
             call.seen = contextvar.apply(task.context)
             if call.steps is not None:

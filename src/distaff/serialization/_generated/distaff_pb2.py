@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rdistaff.proto\x12\ndistaff.v1\"M\n\x08\x45nvelope\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.distaff.v1.Frame\x12\x1e\n\x04load\x18\x02 \x01(\x0b\x32\x10.distaff.v1.Load\";\n\x04Load\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\x12\x10\n\x08loop_lag\x18\x03 \x01(\x02\"\x81\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\x02 \x01(\x0b\x32\x11.distaff.v1.HelloH\x00\x12\"\n\x05start\x18\x03 \x01(\x0b\x32\x11.distaff.v1.StartH\x00\x12 \n\x04step\x18\x04 \x01(\x0b\x32\x10.distaff.v1.StepH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.distaff.v1.CancelH\x00\x12\x1e\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x0f.distaff.v1.AckH\x00\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x11.distaff.v1.ValueH\x00\x12 \n\x04\x64one\x18\x08 \x01(\x0b\x32\x10.distaff.v1.DoneH\x00\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x11.distaff.v1.ErrorH\x00\x12$\n\x06reject\x18\n \x01(\x0b\x32\x12.distaff.v1.RejectH\x00\x12\"\n\x05\x64rain\x18\x0b \x01(\x0b\x32\x11.distaff.v1.DrainH\x00\x42\x06\n\x04kind\"\'\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\"\xdd\x01\n\x05Start\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0f\n\x07routine\x18\x03 \x01(\x0c\x12\x11\n\targuments\x18\x04 \x01(\x0c\x12\x10\n\x08proxy_id\x18\x05 \x01(\t\x12\r\n\x05proxy\x18\x06 \x01(\x0c\x12\x0f\n\x07timeout\x18\x07 \x01(\x01\x12\x11\n\tgenerator\x18\x08 \x01(\x08\x12\x0e\n\x06window\x18\t \x01(\r\x12\x18\n\x10\x64ispatch_timeout\x18\n \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\r\x12\x0f\n\x07\x63ontext\x18\x14 \x01(\x0c\"K\n\x04Step\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.distaff.v1.StepKind\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"\x08\n\x06\x43\x61ncel\"\x05\n\x03\x41\x63k\")\n\x05Value\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x0f \x01(\x0c\"\x17\n\x04\x44one\x12\x0f\n\x07\x63ontext\x18\x0f \x01(\x0c\")\n\x05\x45rror\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x0f \x01(\x0c\"&\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x08\"\x07\n\x05\x44rain\"\x1c\n\x0bStopRequest\x12\r\n\x05grace\x18\x01 \x01(\x01\"\x1e\n\tStopReply\x12\x11\n\tcancelled\x18\x01 \x01(\r\"\x11\n\x0f\x44\x65scribeRequest\"\xa9\x02\n\rDescribeReply\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x10\n\x08protocol\x18\x08 \x01(\r\x12\x0e\n\x06python\x18\t \x01(\t\x12\x13\n\x0b\x63loudpickle\x18\n \x01(\t\x12\x10\n\x08\x64raining\x18\x0b \x01(\x08\x12\x37\n\x07options\x18\x0c \x03(\x0b\x32&.distaff.v1.DescribeReply.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*Y\n\x08StepKind\x12\r\n\tSTEP_NEXT\x10\x00\x12\r\n\tSTEP_SEND\x10\x01\x12\x0e\n\nSTEP_THROW\x10\x02\x12\x0e\n\nSTEP_CLOSE\x10\x03\x12\x0f\n\x0bSTEP_CREDIT\x10\x04\x32\xbf\x01\n\x06Worker\x12\x39\n\x07Session\x12\x14.distaff.v1.Envelope\x1a\x14.distaff.v1.Envelope(\x01\x30\x01\x12\x36\n\x04Stop\x12\x17.distaff.v1.StopRequest\x1a\x15.distaff.v1.StopReply\x12\x42\n\x08\x44\x65scribe\x12\x1b.distaff.v1.DescribeRequest\x1a\x19.distaff.v1.DescribeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rdistaff.proto\x12\ndistaff.v1\"M\n\x08\x45nvelope\x12!\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x11.distaff.v1.Frame\x12\x1e\n\x04load\x18\x02 \x01(\x0b\x32\x10.distaff.v1.Load\";\n\x04Load\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\x12\x10\n\x08loop_lag\x18\x03 \x01(\x02\"\x81\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\x02 \x01(\x0b\x32\x11.distaff.v1.HelloH\x00\x12\"\n\x05start\x18\x03 \x01(\x0b\x32\x11.distaff.v1.StartH\x00\x12 \n\x04step\x18\x04 \x01(\x0b\x32\x10.distaff.v1.StepH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.distaff.v1.CancelH\x00\x12\x1e\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x0f.distaff.v1.AckH\x00\x12\"\n\x05value\x18\x07 \x01(\x0b\x32\x11.distaff.v1.ValueH\x00\x12 \n\x04\x64one\x18\x08 \x01(\x0b\x32\x10.distaff.v1.DoneH\x00\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x11.distaff.v1.ErrorH\x00\x12$\n\x06reject\x18\n \x01(\x0b\x32\x12.distaff.v1.RejectH\x00\x12\"\n\x05\x64rain\x18\x0b \x01(\x0b\x32\x11.distaff.v1.DrainH\x00\x42\x06\n\x04kind\"\'\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0c\n\x04peer\x18\x02 \x01(\t\"\xec\x01\n\x05Start\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0f\n\x07routine\x18\x03 \x01(\x0c\x12\x11\n\targuments\x18\x04 \x01(\x0c\x12\x10\n\x08proxy_id\x18\x05 \x01(\t\x12\r\n\x05proxy\x18\x06 \x01(\x0c\x12\x0f\n\x07timeout\x18\x07 \x01(\x01\x12\x11\n\tgenerator\x18\x08 \x01(\x08\x12\x0e\n\x06window\x18\t \x01(\r\x12\x18\n\x10\x64ispatch_timeout\x18\n \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\r\x12\x0f\n\x07\x63ontext\x18\x14 \x01(\x0c\x12\r\n\x05\x63hain\x18\x0c \x01(\t\"K\n\x04Step\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.distaff.v1.StepKind\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"\x08\n\x06\x43\x61ncel\"\x05\n\x03\x41\x63k\")\n\x05Value\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x0f \x01(\x0c\"\x17\n\x04\x44one\x12\x0f\n\x07\x63ontext\x18\x0f \x01(\x0c\")\n\x05\x45rror\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ontext\x18\x0f \x01(\x0c\"&\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x08\"\x07\n\x05\x44rain\"\x1c\n\x0bStopRequest\x12\r\n\x05grace\x18\x01 \x01(\x01\"\x1e\n\tStopReply\x12\x11\n\tcancelled\x18\x01 \x01(\r\"\x11\n\x0f\x44\x65scribeRequest\"\xa9\x02\n\rDescribeReply\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x0e\n\x06secure\x18\x06 \x01(\x08\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x10\n\x08protocol\x18\x08 \x01(\r\x12\x0e\n\x06python\x18\t \x01(\t\x12\x13\n\x0b\x63loudpickle\x18\n \x01(\t\x12\x10\n\x08\x64raining\x18\x0b \x01(\x08\x12\x37\n\x07options\x18\x0c \x03(\x0b\x32&.distaff.v1.DescribeReply.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*Y\n\x08StepKind\x12\r\n\tSTEP_NEXT\x10\x00\x12\r\n\tSTEP_SEND\x10\x01\x12\x0e\n\nSTEP_THROW\x10\x02\x12\x0e\n\nSTEP_CLOSE\x10\x03\x12\x0f\n\x0bSTEP_CREDIT\x10\x04\x32\xbf\x01\n\x06Worker\x12\x39\n\x07Session\x12\x14.distaff.v1.Envelope\x1a\x14.distaff.v1.Envelope(\x01\x30\x01\x12\x36\n\x04Stop\x12\x17.distaff.v1.StopRequest\x1a\x15.distaff.v1.StopReply\x12\x42\n\x08\x44\x65scribe\x12\x1b.distaff.v1.DescribeRequest\x1a\x19.distaff.v1.DescribeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DESCRIBEREPLY_OPTIONSENTRY']._loaded_options = None
   _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_options = b'8\001'
-  _globals['_STEPKIND']._serialized_start=1457
-  _globals['_STEPKIND']._serialized_end=1546
+  _globals['_STEPKIND']._serialized_start=1472
+  _globals['_STEPKIND']._serialized_end=1561
   _globals['_ENVELOPE']._serialized_start=29
   _globals['_ENVELOPE']._serialized_end=106
   _globals['_LOAD']._serialized_start=108
@@ -44,33 +44,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=557
   _globals['_HELLO']._serialized_end=596
   _globals['_START']._serialized_start=599
-  _globals['_START']._serialized_end=820
-  _globals['_STEP']._serialized_start=822
-  _globals['_STEP']._serialized_end=897
-  _globals['_CANCEL']._serialized_start=899
-  _globals['_CANCEL']._serialized_end=907
-  _globals['_ACK']._serialized_start=909
-  _globals['_ACK']._serialized_end=914
-  _globals['_VALUE']._serialized_start=916
-  _globals['_VALUE']._serialized_end=957
-  _globals['_DONE']._serialized_start=959
-  _globals['_DONE']._serialized_end=982
-  _globals['_ERROR']._serialized_start=984
-  _globals['_ERROR']._serialized_end=1025
-  _globals['_REJECT']._serialized_start=1027
-  _globals['_REJECT']._serialized_end=1065
-  _globals['_DRAIN']._serialized_start=1067
-  _globals['_DRAIN']._serialized_end=1074
-  _globals['_STOPREQUEST']._serialized_start=1076
-  _globals['_STOPREQUEST']._serialized_end=1104
-  _globals['_STOPREPLY']._serialized_start=1106
-  _globals['_STOPREPLY']._serialized_end=1136
-  _globals['_DESCRIBEREQUEST']._serialized_start=1138
-  _globals['_DESCRIBEREQUEST']._serialized_end=1155
-  _globals['_DESCRIBEREPLY']._serialized_start=1158
-  _globals['_DESCRIBEREPLY']._serialized_end=1455
-  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_start=1409
-  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_end=1455
-  _globals['_WORKER']._serialized_start=1549
-  _globals['_WORKER']._serialized_end=1740
+  _globals['_START']._serialized_end=835
+  _globals['_STEP']._serialized_start=837
+  _globals['_STEP']._serialized_end=912
+  _globals['_CANCEL']._serialized_start=914
+  _globals['_CANCEL']._serialized_end=922
+  _globals['_ACK']._serialized_start=924
+  _globals['_ACK']._serialized_end=929
+  _globals['_VALUE']._serialized_start=931
+  _globals['_VALUE']._serialized_end=972
+  _globals['_DONE']._serialized_start=974
+  _globals['_DONE']._serialized_end=997
+  _globals['_ERROR']._serialized_start=999
+  _globals['_ERROR']._serialized_end=1040
+  _globals['_REJECT']._serialized_start=1042
+  _globals['_REJECT']._serialized_end=1080
+  _globals['_DRAIN']._serialized_start=1082
+  _globals['_DRAIN']._serialized_end=1089
+  _globals['_STOPREQUEST']._serialized_start=1091
+  _globals['_STOPREQUEST']._serialized_end=1119
+  _globals['_STOPREPLY']._serialized_start=1121
+  _globals['_STOPREPLY']._serialized_end=1151
+  _globals['_DESCRIBEREQUEST']._serialized_start=1153
+  _globals['_DESCRIBEREQUEST']._serialized_end=1170
+  _globals['_DESCRIBEREPLY']._serialized_start=1173
+  _globals['_DESCRIBEREPLY']._serialized_end=1470
+  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_start=1424
+  _globals['_DESCRIBEREPLY_OPTIONSENTRY']._serialized_end=1470
+  _globals['_WORKER']._serialized_start=1564
+  _globals['_WORKER']._serialized_end=1755
 # @@protoc_insertion_point(module_scope)

@@ -73,7 +73,7 @@ class Hello(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., peer: _Optional[str] = ...) -> None: ...
 
 class Start(_message.Message):
-    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt", "context")
+    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt", "context", "chain")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     ROUTINE_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class Start(_message.Message):
     DISPATCH_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     caller: str
     routine: bytes
@@ -98,7 +99,8 @@ class Start(_message.Message):
     dispatch_timeout: float
     attempt: int
     context: bytes
-    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ..., context: _Optional[bytes] = ...) -> None: ...
+    chain: str
+    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ..., context: _Optional[bytes] = ..., chain: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("kind", "payload", "credit")

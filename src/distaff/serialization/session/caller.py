@@ -61,6 +61,7 @@ class StartFields:
     window: int = 0
     attempt: int = 0
     context: bytes = b""
+    chain: str = ""
 
 
 # Events: what the driver learns from the session. ``owner`` is whatever the
@@ -243,6 +244,8 @@ class CallerSession:
             start.attempt = fields.attempt
         if fields.context:
             start.context = fields.context
+        if fields.chain:
+            start.chain = fields.chain
         self._calls[call] = _Call(owner, fields.generator)
         self._queued.append(call)
         return call
