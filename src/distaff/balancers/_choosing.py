@@ -98,16 +98,19 @@ class ChoosingBalancer(OfferLoop):
         return self._best_of_all(workers, tried)
 
     def _best_of_all(self, workers: list[Candidate], tried: set[str]) -> Candidate | None:
+        # Among equal scores the worker handed a call longest ago wins (its
+        # call is likeliest to end first: round robin's strength with even
+        # work); connections that do not say (``turn``) tie at random.
         best: Candidate | None = None
-        best_score = 0.0
+        best_key = (0.0, 0)
         ties = 0
         for candidate in workers:
             if candidate[0].uid in tried:
                 continue
-            score = self.score(candidate[1])
-            if best is None or score < best_score:
-                best, best_score, ties = candidate, score, 1
-            elif score == best_score:
+            key = (self.score(candidate[1]), getattr(candidate[1], "turn", 0))
+            if best is None or key < best_key:
+                best, best_key, ties = candidate, key, 1
+            elif key == best_key:
                 ties += 1  # reservoir sampling: each tie equally likely
                 if self._random.randrange(ties) == 0:
                     best = candidate

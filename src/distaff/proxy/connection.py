@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 TransportFactory = Callable[[], Transport]
 
+# hand-offs in this process, in order: a connection's ``turn`` is its latest
+_turns = itertools.count(1)
 # a worker's load report counts for this long
 REPORT_TTL = 1.0
 # peak-EWMA latency decays toward new samples with this time constant (s)
@@ -213,6 +216,7 @@ class WorkerConnection:
         self._completed = 0
         self._failed = 0
         self._reserved = 0  # dispatches between the balancer's hand-off and open_call
+        self.turn = 0  # when a balancer last handed this worker a call (a sequence number)
         self._latency = 0.0
         self._latency_at = 0.0
         self._report: Any = None  # the worker's last Load, and when it came
@@ -336,6 +340,7 @@ class WorkerConnection:
         # counted before the first await, so a balancer choosing for the next
         # dispatch in the same tick already sees this one
         self._reserved += 1
+        self.turn = next(_turns)
         reservation = [True]  # handed over to the session when the call opens
         try:
             return await self._start(driver, fields, task, timeout, reservation)
