@@ -67,6 +67,8 @@ class WorkerProxy:
             only plaintext workers. Credentials are never pickled: a proxy
             restored on a worker uses that worker's own.
         secure: admit TLS workers; defaults to ``credentials is not None``.
+        forward_output: calls send what they print and log back to the
+            caller that made them (travels with each task).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class WorkerProxy:
         credentials: WorkerCredentials | None = None,
         secure: bool | None = None,
         id: str | None = None,
+        forward_output: bool = True,
     ) -> None:
         self.id = id or uuid.uuid4().hex
         self._discovery = discovery
@@ -96,6 +99,7 @@ class WorkerProxy:
         self.wait = wait
         self.secure = credentials is not None if secure is None else secure
         self.credentials = credentials
+        self.forward_output = forward_output
         self.last_used = time.monotonic()  # of the latest dispatch
         self._state = ProxyState.NEW
         self._admission = Admission()
@@ -119,6 +123,7 @@ class WorkerProxy:
                 self.lease,
                 self.wait,
                 self.secure,
+                self.forward_output,
             ),
         )
 
@@ -415,6 +420,7 @@ def _restore_proxy(
     lease: int | None,
     wait: float,
     secure: bool,
+    forward_output: bool = True,
 ) -> WorkerProxy:
     return WorkerProxy(
         discovery,
@@ -425,4 +431,5 @@ def _restore_proxy(
         wait=wait,
         secure=secure,
         id=id,
+        forward_output=forward_output,
     )

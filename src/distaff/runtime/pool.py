@@ -44,6 +44,9 @@ class WorkerPool:
         wait: seconds a call waits for a first worker to appear.
         credentials: TLS material: spawned workers serve TLS with it, and only
             TLS workers are admitted.
+        forward_output: what calls print and log on workers is written here,
+            prefixed with the routine and where it ran (see README); False
+            leaves it on the workers' own stdout and stderr.
 
     Leaving the block stops the spawned workers (SIGTERM, drain, SIGKILL after
     the grace) and leaves no process behind, also when the block raises.
@@ -60,6 +63,7 @@ class WorkerPool:
         grace: float = 5.0,
         wait: float = 10.0,
         credentials: WorkerCredentials | None = None,
+        forward_output: bool = True,
     ) -> None:
         if isinstance(discovery, str):
             discovery = discovery_from_uri(discovery)
@@ -83,6 +87,7 @@ class WorkerPool:
             lazy=lazy,
             wait=wait,
             credentials=credentials,
+            forward_output=forward_output,
         )
         self._token: contextvars.Token[WorkerProxy | None] | None = None
 

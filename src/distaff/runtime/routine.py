@@ -74,6 +74,7 @@ def _new_task(
         generator=generator,
         window=options.window if generator else 0,
         proxy=proxy,
+        output=proxy.forward_output,
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
     return task

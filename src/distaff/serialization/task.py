@@ -62,6 +62,8 @@ class Task:
             along for nested calls.
         attempt: which run of the call this is, counted from 0; above 0 only
             for routines with ``retries`` (see ``routine``).
+        output: the worker sends what the call prints and logs back.
+        traceparent: the W3C trace context of the calling span ("" = none).
     """
 
     callable: Callable[..., Any]
@@ -75,6 +77,8 @@ class Task:
     window: int = 0
     proxy: Any = dataclasses.field(default=None, repr=False)
     attempt: int = 0
+    output: bool = False
+    traceparent: str = ""
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
     _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
@@ -135,6 +139,8 @@ class Task:
             generator=self.generator,
             window=self.window,
             attempt=self.attempt,
+            output=self.output,
+            traceparent=self.traceparent,
         )
         return self._fields
 
@@ -161,4 +167,6 @@ class Task:
             window=start.window,
             proxy=proxy,
             attempt=start.attempt,
+            output=start.output,
+            traceparent=start.traceparent,
         )

@@ -29,6 +29,8 @@ from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
 from .auth import TokenInterceptor
 from .health import WorkerHealth
 from .monitor import LoopMonitor, threshold_from_env
+from .output import install as capture_output
+from .output import uninstall as release_output
 from .proxies import ProxyRegistry
 from .service import WorkerService
 
@@ -167,6 +169,7 @@ class Worker:
             raise OSError(f"could not bind {address}: in use or not an address of this host")
         await server.start()
         probes = None
+        capture_output()
         try:
             if config.health_port is not None:
                 probes = await self._health.open_probe_server(config.host, config.health_port)
@@ -199,6 +202,7 @@ class Worker:
             await server.stop(_FINISH_TIMEOUT)
             if probes is not None:
                 await probes.stop(0)
+            release_output()
 
     def _server(self) -> grpc.aio.Server:
         credentials = self.config.credentials

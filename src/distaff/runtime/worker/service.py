@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,14 +20,16 @@ import grpc
 import grpc.aio
 
 from ..._exceptions import RpcError, StatusCode
+from ...proxy.output import current_output_sink
 from ...serialization import session as s
 from ...serialization.exceptions import decode_exception, encode_exception
 from ...serialization.task import Task
 from ...serialization.tasks import decode_arguments, decode_routine, dumps, loads
-from ...serialization.wire import Envelope, Pump, Start, StepKind, StopReply, StopRequest
+from ...serialization.wire import Envelope, Output, Pump, Start, StepKind, StopReply, StopRequest
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
 from .execute import invoke
+from .output import CallOutput, Origin, default_burst
 from .proxies import ProxyRegistry
 
 log = logging.getLogger(__name__)
@@ -61,12 +64,18 @@ class _GrpcServerTransport:
 class _Call:
     """A call running here: its task and, for generators, its steps."""
 
-    __slots__ = ("steps", "stopped", "task")
+    __slots__ = ("output", "steps", "stopped", "task")
 
     def __init__(self, generator: bool) -> None:
         self.task: asyncio.Task[None] | None = None
         self.steps: asyncio.Queue[s.Stepped] | None = asyncio.Queue() if generator else None
         self.stopped = False  # cancelled by the worker stopping, not by the caller
+        self.output: CallOutput | None = None  # where its prints go, if forwarded
+
+    def flush_output(self) -> None:
+        """Send the call's last output: before its final frame, which ends the stream."""
+        if self.output is not None:
+            self.output.close()
 
 
 class _Served:
@@ -106,6 +115,8 @@ class WorkerService:
         self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._host = socket.gethostname()
+        self._burst = default_burst()
 
     @property
     def running(self) -> int:
@@ -239,24 +250,45 @@ class WorkerService:
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
             enter_task_deadlines(task)
+            if task.output:
+                call.output = self._capture_output(call_id, task, served)
             if call.steps is not None:
                 async with asyncio.timeout(task.timeout):
-                    await self._drive(call_id, task, call.steps, served)
+                    await self._drive(call_id, task, call, served)
                 return
             if task.timeout is None:
                 result = await invoke(task)
             else:
                 async with asyncio.timeout(task.timeout):
                     result = await invoke(task)
-            session.result(call_id, dumps(result, what="the result", of=task.callable))
+            payload = dumps(result, what="the result", of=task.callable)
+            call.flush_output()
+            session.result(call_id, payload)
         except asyncio.CancelledError:
+            call.flush_output()
             if call.stopped:  # not the caller's doing: tell it why
                 session.error(call_id, encode_exception(self._stopped_error()))
             raise
         except BaseException as exc:  # the caller gets every failure, typed
+            call.flush_output()
             session.error(call_id, encode_exception(exc))
         finally:
             served.pump.wake()
+
+    def _capture_output(self, call_id: int, task: Task, served: _Served) -> CallOutput:
+        """Send what this call prints and logs to its caller, from now on."""
+        session, pump = served.session, served.pump
+
+        def send(outputs: list[Output]) -> None:
+            for output in outputs:
+                session.output(call_id, output)
+            pump.wake()
+
+        routine = getattr(task.callable, "__qualname__", "routine")
+        origin = Origin(routine, os.getpid(), self._host, self.worker)
+        sink = CallOutput(send, origin, self._burst)
+        current_output_sink.set(sink)
+        return sink
 
     def _stopped_error(self) -> RpcError:
         return RpcError(
@@ -265,9 +297,7 @@ class WorkerService:
             self.address or None,
         )
 
-    async def _drive(
-        self, call_id: int, task: Task, steps: asyncio.Queue[s.Stepped], served: _Served
-    ) -> None:
+    async def _drive(self, call_id: int, task: Task, call: _Call, served: _Served) -> None:
         """Step the generator as the caller asks.
 
         With a window, the caller only pulls: the generator runs ahead while
@@ -275,6 +305,8 @@ class WorkerService:
         any other step is still seen between two items.
         """
         session, pump = served.session, served.pump
+        steps = call.steps
+        assert steps is not None
         agen = task.callable(*task.args, **task.kwargs)
         credit = task.window
         try:
@@ -290,6 +322,7 @@ class WorkerService:
                 try:
                     value = await self._step(agen, kind, payload)
                 except StopAsyncIteration:
+                    call.flush_output()
                     session.done(call_id)
                     return
                 session.item(call_id, dumps(value, what="a value yielded", of=task.callable))

@@ -26,6 +26,7 @@ import itertools
 from typing import Any
 
 from ..wire import PROTOCOL_VERSION, Envelope, StepKind, split_oversized
+from ..wire import Output as OutputFrame
 
 
 class Phase(enum.Enum):
@@ -60,6 +61,8 @@ class StartFields:
     generator: bool = False
     window: int = 0
     attempt: int = 0
+    output: bool = False
+    traceparent: str = ""
 
 
 # Events: what the driver learns from the session. ``owner`` is whatever the
@@ -93,6 +96,15 @@ class Item:
     call: int
     owner: Any
     payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Output:
+    """The call printed or logged something (not final; the call goes on)."""
+
+    call: int
+    owner: Any
+    output: OutputFrame
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,7 +151,7 @@ class Lost:
     may_have_run: bool
 
 
-Event = Ready | Draining | Accepted | Item | Result | Done | Failed | Refused | Lost
+Event = Ready | Draining | Accepted | Item | Output | Result | Done | Failed | Refused | Lost
 FINAL = (Result, Done, Failed, Refused, Lost)
 
 
@@ -235,6 +247,10 @@ class CallerSession:
             start.window = fields.window
         if fields.attempt:
             start.attempt = fields.attempt
+        if fields.output:
+            start.output = True
+        if fields.traceparent:
+            start.traceparent = fields.traceparent
         self._calls[call] = _Call(owner, fields.generator)
         self._queued.append(call)
         return call
@@ -347,6 +363,9 @@ class CallerSession:
                 events.append(Accepted(call, state.owner))
             if kind == "ack":
                 continue
+            if kind == "output":
+                events.append(Output(call, state.owner, frame.output))
+                continue
             if kind == "value":
                 if state.generator:
                     events.append(Item(call, state.owner, frame.value.payload))
@@ -385,6 +404,7 @@ __all__ = [
     "Failed",
     "Item",
     "Lost",
+    "Output",
     "Phase",
     "ProtocolError",
     "Ready",

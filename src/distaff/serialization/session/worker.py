@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from ..wire import PROTOCOL_VERSION, Envelope, Frame, Start, Step, split_oversized
+from ..wire import PROTOCOL_VERSION, Envelope, Frame, Output, Start, Step, split_oversized
 from .caller import ProtocolError
 
 
@@ -141,6 +141,13 @@ class WorkerSession:
             frame = self._pending.frames.add()
             frame.call = call
             frame.value.payload = payload
+
+    def output(self, call: int, output: Output) -> None:
+        """The call printed or logged ``output``; dropped once the call has ended."""
+        if call in self._calls:
+            frame = self._pending.frames.add()
+            frame.call = call
+            frame.output.CopyFrom(output)
 
     def result(self, call: int, payload: bytes) -> None:
         """Final: a coroutine call returned ``payload``."""
