@@ -77,6 +77,26 @@ def _parser() -> argparse.ArgumentParser:
         "only on a trusted network",
     )
     add_cluster_options(worker)
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on /metrics at this port (0: any free port; "
+        "needs distaff[metrics])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics are served on (default 127.0.0.1)",
+    )
+    worker.add_argument(
+        "--metrics-routines",
+        type=int,
+        default=100,
+        metavar="N",
+        help="distinct routine names the metrics label; the rest count as 'other' (default 100)",
+    )
     add_certs_command(commands)
     return parser
 
@@ -129,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         credentials=credentials,
         insecure=args.insecure,
         grace=args.grace,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        metrics_routines=args.metrics_routines,
         **cluster_config(args),
     )
     try:

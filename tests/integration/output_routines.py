@@ -63,3 +63,21 @@ async def counting(n: int) -> AsyncGenerator[int, None]:
     for i in range(n):
         print(f"item {i}")
         yield i
+
+
+@distaff.routine
+async def block_loop(seconds: float) -> None:
+    """Block the worker's event loop (a bug the metrics must survive)."""
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking on purpose
+
+
+@distaff.routine
+async def fail(message: str) -> None:
+    """Raise ValueError(message)."""
+    raise ValueError(message)
+
+
+@distaff.routine
+async def snooze(seconds: float) -> None:
+    """Sleep without blocking the loop."""
+    await asyncio.sleep(seconds)

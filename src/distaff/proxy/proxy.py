@@ -22,6 +22,7 @@ from ..balancers.base import (
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..serialization.metadata import WorkerMetadata
 from ..serialization.task import Task
+from . import observe
 from .admission import Admission, subscription
 from .call import RemoteCall
 from .connection import WorkerConnection
@@ -359,6 +360,8 @@ class WorkerProxy:
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     raise _dispatch_timeout()
+                if observe.current is not None:
+                    observe.current.attempted()
                 try:
                     stream = await connection.dispatch(task, timeout=timeout)
                     break
@@ -366,6 +369,8 @@ class WorkerProxy:
                     failure: Exception = exc
                 except Exception as exc:
                     membership.evict(metadata)
+                    if observe.current is not None:
+                        observe.current.evicted()
                     failure = exc
                 try:
                     metadata, connection = await candidates.athrow(failure)

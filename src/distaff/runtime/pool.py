@@ -44,6 +44,9 @@ class WorkerPool:
         wait: seconds a call waits for a first worker to appear.
         credentials: TLS material: spawned workers serve TLS with it, and only
             TLS workers are admitted.
+        metrics: each spawned worker serves Prometheus metrics on a free
+            loopback port (its ``metrics_port`` option; needs
+            ``distaff[metrics]``).
         forward_output: what calls print and log on workers is written here,
             prefixed with the routine and where it ran (see README); False
             leaves it on the workers' own stdout and stderr.
@@ -64,6 +67,7 @@ class WorkerPool:
         wait: float = 10.0,
         credentials: WorkerCredentials | None = None,
         forward_output: bool = True,
+        metrics: bool = False,
     ) -> None:
         if isinstance(discovery, str):
             discovery = discovery_from_uri(discovery)
@@ -77,6 +81,7 @@ class WorkerPool:
         self.spawn = spawn
         self.grace = grace
         self.credentials = credentials
+        self.metrics = metrics
         self._discovery = discovery or LocalDiscovery(f"pool-{uuid.uuid4().hex}")
         self._processes: list[WorkerProcess] = []
         self._proxy = WorkerProxy(
@@ -133,6 +138,7 @@ class WorkerPool:
             discovery=self._discovery,
             grace=self.grace,
             credentials=self.credentials,
+            metrics_port=0 if self.metrics else None,
         )
         self._processes = [
             WorkerProcess(WorkerConfig(**{**vars(config), "uid": uuid.uuid4().hex}))

@@ -11,6 +11,7 @@ import os
 import platform
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +77,11 @@ class WorkerConfig:
             port of ``host`` (for Kubernetes probes); None: no such port.
         pretend_python: for tests only: the Python version Describe and the
             published metadata report instead of the real one.
+        metrics_port: serve Prometheus metrics on this port (0: a free one,
+            published as the ``metrics_port`` option); None: no metrics.
+        metrics_host: the address the metrics are served on (loopback).
+        metrics_routines: distinct routine names the metrics label; the
+            rest are counted as ``other``.
     """
 
     host: str = "127.0.0.1"
@@ -92,6 +98,9 @@ class WorkerConfig:
     advertise: str | None = None
     health_port: int | None = None
     pretend_python: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_routines: int = 100
 
 
 def is_loopback(host: str) -> bool:
@@ -149,6 +158,9 @@ class Worker:
         self._publisher: Any = None
         self._health = WorkerHealth()
         self.metadata: WorkerMetadata | None = None
+        self._metrics: Any = None
+        self._metrics_port: int | None = None
+        self.started = time.monotonic()
 
     def stop(self) -> None:
         """Begin a graceful stop (safe from a signal handler)."""
@@ -173,6 +185,8 @@ class Worker:
         try:
             if config.health_port is not None:
                 probes = await self._health.open_probe_server(config.host, config.health_port)
+            if config.metrics_port is not None:
+                self._serve_metrics(config)
             self.metadata = self._describe_self(port)
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             self._service.address = self.metadata.address
@@ -202,7 +216,20 @@ class Worker:
             await server.stop(_FINISH_TIMEOUT)
             if probes is not None:
                 await probes.stop(0)
+            if self._metrics is not None:
+                await asyncio.to_thread(self._metrics.close)
             release_output()
+
+    def _serve_metrics(self, config: WorkerConfig) -> None:
+        from .metrics import WorkerMetrics  # prometheus-client: only when asked for
+
+        service = self._service
+        metrics = WorkerMetrics(
+            lambda: service.running, config.metrics_routines, labels={"uid": config.uid}
+        )
+        self._metrics = service.metrics = metrics
+        assert config.metrics_port is not None
+        self._metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
 
     def _server(self) -> grpc.aio.Server:
         credentials = self.config.credentials
@@ -227,6 +254,9 @@ class Worker:
             python=config.pretend_python or platform.python_version(),
             protocol=PROTOCOL_VERSION,
             cloudpickle=cloudpickle.__version__,
+            options=()
+            if self._metrics_port is None
+            else (("metrics_port", str(self._metrics_port)),),
         )
 
     async def _stop_rpc(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:

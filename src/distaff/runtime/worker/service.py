@@ -13,8 +13,9 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import grpc.aio
@@ -31,6 +32,9 @@ from ..routine import enter_task_deadlines
 from .execute import invoke
 from .output import CallOutput, Origin, default_burst
 from .proxies import ProxyRegistry
+
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +68,14 @@ class _GrpcServerTransport:
 class _Call:
     """A call running here: its task and, for generators, its steps."""
 
-    __slots__ = ("output", "steps", "stopped", "task")
+    __slots__ = ("output", "routine", "steps", "stopped", "task")
 
     def __init__(self, generator: bool) -> None:
         self.task: asyncio.Task[None] | None = None
         self.steps: asyncio.Queue[s.Stepped] | None = asyncio.Queue() if generator else None
         self.stopped = False  # cancelled by the worker stopping, not by the caller
         self.output: CallOutput | None = None  # where its prints go, if forwarded
+        self.routine = "unknown"  # its qualified name, once decoded
 
     def flush_output(self) -> None:
         """Send the call's last output: before its final frame, which ends the stream."""
@@ -117,6 +122,9 @@ class WorkerService:
         self._idle.set()
         self._host = socket.gethostname()
         self._burst = default_burst()
+        self.completed = 0  # calls that returned (or finished streaming)
+        self.failed = 0  # calls that raised, timed out, were cancelled or refused
+        self.metrics: WorkerMetrics | None = None
 
     @property
     def running(self) -> int:
@@ -170,8 +178,11 @@ class WorkerService:
     ) -> None:
         try:
             while (envelope := await transport.read()) is not None:
+                rejected = served.session.rejected
                 for event in served.session.receive(envelope):
                     self._handle(event, served, group)
+                for _ in range(served.session.rejected - rejected):
+                    self._account("unknown", "rejected", 0.0)
                 if served.session.has_data():
                     served.pump.wake()
         except s.ProtocolError as exc:
@@ -245,8 +256,11 @@ class WorkerService:
 
     async def _run(self, call_id: int, start: Start, call: _Call, served: _Served) -> None:
         session = served.session
+        started = time.perf_counter()
+        outcome = "error"
         try:
             task = self._decode(start)
+            call.routine = getattr(task.callable, "__qualname__", "routine")
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
             enter_task_deadlines(task)
@@ -255,6 +269,7 @@ class WorkerService:
             if call.steps is not None:
                 async with asyncio.timeout(task.timeout):
                     await self._drive(call_id, task, call, served)
+                outcome = "ok"
                 return
             if task.timeout is None:
                 result = await invoke(task)
@@ -264,16 +279,28 @@ class WorkerService:
             payload = dumps(result, what="the result", of=task.callable)
             call.flush_output()
             session.result(call_id, payload)
+            outcome = "ok"
         except asyncio.CancelledError:
+            outcome = "cancelled"
             call.flush_output()
             if call.stopped:  # not the caller's doing: tell it why
                 session.error(call_id, encode_exception(self._stopped_error()))
             raise
         except BaseException as exc:  # the caller gets every failure, typed
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
             call.flush_output()
             session.error(call_id, encode_exception(exc))
         finally:
             served.pump.wake()
+            self._account(call.routine, outcome, started)
+
+    def _account(self, routine: str, outcome: str, started: float) -> None:
+        if outcome == "ok":
+            self.completed += 1
+        else:
+            self.failed += 1
+        if self.metrics is not None:
+            self.metrics.finished(routine, outcome, started)
 
     def _capture_output(self, call_id: int, task: Task, served: _Served) -> CallOutput:
         """Send what this call prints and logs to its caller, from now on."""
@@ -327,6 +354,8 @@ class WorkerService:
                     return
                 session.item(call_id, dumps(value, what="a value yielded", of=task.callable))
                 pump.wake()
+                if self.metrics is not None:
+                    self.metrics.item(call.routine)
                 credit = max(credit - 1, 0)
         finally:
             with contextlib.suppress(RuntimeError, StopAsyncIteration):

@@ -63,6 +63,7 @@ class WorkerSession:
         self._calls: dict[int, _State] = {}
         self._highest = 0  # call ids only grow: one at or below it is a replay
         self._pending = Envelope()
+        self.rejected = 0  # calls refused without starting
 
     @property
     def open_calls(self) -> int:
@@ -112,6 +113,7 @@ class WorkerSession:
                 self._highest = call
                 if self.draining:
                     self._final(call).reject.reason = "the worker is draining"
+                    self.rejected += 1
                     continue
                 self._calls[call] = _State.RUNNING
                 events.append(Started(call, frame.start))
