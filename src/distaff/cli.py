@@ -1,4 +1,4 @@
-"""``distaff worker``: run one durable worker in the foreground."""
+"""``distaff worker | status | certs``: the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ._certs import add_certs_command, run_certs
 from ._cli_worker import add_cluster_options, cluster_config
 from ._exceptions import InsecureBindError
+from ._status import add_status_command, run_status
 from .proxy.credentials import WorkerCredentials
 from .runtime.discovery.base import DiscoveryLike
 from .runtime.worker.server import Worker, WorkerConfig, install_signal_handlers
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="distinct routine names the metrics label; the rest count as 'other' (default 100)",
     )
     add_certs_command(commands)
+    add_status_command(commands)
     return parser
 
 
@@ -129,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "certs":
         return run_certs(args)
+    if args.command == "status":
+        return run_status(args, parser)
     tls = (args.ca, args.cert, args.key)
     if any(tls) and not all(tls):
         parser.error("TLS needs all three of --ca, --cert and --key")

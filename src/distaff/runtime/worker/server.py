@@ -286,6 +286,11 @@ class Worker:
             cloudpickle=meta.cloudpickle,
             draining=not self._health.serving,
             options=dict(meta.options),
+            in_flight=self._service.running,
+            completed=self._service.completed,
+            failed=self._service.failed,
+            uptime=time.monotonic() - self.started,
+            rss=resident_bytes(),
         )
 
     async def _stop_idle_proxies(self) -> None:
@@ -308,6 +313,15 @@ class Worker:
         if self._publisher is not None:
             publisher, self._publisher = self._publisher, None
             await publisher.aclose()
+
+
+def resident_bytes() -> int:
+    """This process's resident memory in bytes (Linux ``/proc``); 0 if unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def install_signal_handlers(worker: Worker) -> None:
