@@ -25,6 +25,7 @@ from .context import (
 )
 from .retry import RetryPolicy, with_retries
 from .streams import RemoteGenerator
+from .tracing import current_traceparent
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,6 +78,7 @@ def _new_task(
         window=options.window if generator else 0,
         proxy=proxy,
         output=proxy.forward_output,
+        traceparent=current_traceparent(),
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
     return task

@@ -29,6 +29,7 @@ from ...serialization.tasks import decode_arguments, decode_routine, dumps, load
 from ...serialization.wire import Envelope, Output, Pump, Start, StepKind, StopReply, StopRequest
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
+from ..tracing import worker_span
 from .execute import invoke
 from .output import CallOutput, Origin, default_burst
 from .proxies import ProxyRegistry
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+_NO_SPAN = contextlib.nullcontext()
 
 
 class ServerTransport(Protocol):
@@ -266,17 +268,18 @@ class WorkerService:
             enter_task_deadlines(task)
             if task.output:
                 call.output = self._capture_output(call_id, task, served)
-            if call.steps is not None:
-                async with asyncio.timeout(task.timeout):
-                    await self._drive(call_id, task, call, served)
-                outcome = "ok"
-                return
-            if task.timeout is None:
-                result = await invoke(task)
-            else:
-                async with asyncio.timeout(task.timeout):
+            with self._span(task, call.routine):
+                if call.steps is not None:
+                    async with asyncio.timeout(task.timeout):
+                        await self._drive(call_id, task, call, served)
+                    outcome = "ok"
+                    return
+                if task.timeout is None:
                     result = await invoke(task)
-            payload = dumps(result, what="the result", of=task.callable)
+                else:
+                    async with asyncio.timeout(task.timeout):
+                        result = await invoke(task)
+                payload = dumps(result, what="the result", of=task.callable)
             call.flush_output()
             session.result(call_id, payload)
             outcome = "ok"
@@ -293,6 +296,20 @@ class WorkerService:
         finally:
             served.pump.wake()
             self._account(call.routine, outcome, started)
+
+    def _span(self, task: Task, routine: str) -> contextlib.AbstractContextManager[Any]:
+        """The call's child span of the caller's trace, if it sent one."""
+        if not task.traceparent:
+            return _NO_SPAN
+        attributes = {
+            "distaff.routine": routine,
+            "distaff.task.id": task.id,
+            "distaff.attempt": task.attempt,
+            "distaff.worker.uid": self.worker,
+            "distaff.worker.host": self._host,
+            "process.pid": os.getpid(),
+        }
+        return worker_span(task.traceparent, routine, attributes)
 
     def _account(self, routine: str, outcome: str, started: float) -> None:
         if outcome == "ok":
