@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from ._certs import add_certs_command, run_certs
 from ._cli_worker import add_cluster_options, cluster_config
 from ._exceptions import InsecureBindError
+from ._logging import FORMATS, LEVELS
+from ._logging import configure as configure_logging
 from ._status import add_status_command, run_status
 from .proxy.credentials import WorkerCredentials
 from .runtime.discovery.base import DiscoveryLike
@@ -78,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
         "only on a trusted network",
     )
     add_cluster_options(worker)
+    worker.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default="WARNING",
+        help="distaff's own log lines at this level and above (INFO: start, peers, drain, "
+        "refused calls; never one per call); default WARNING",
+    )
+    worker.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text (one line each) or json (one object per line); default text",
+    )
     worker.add_argument(
         "--metrics-port",
         type=int,
@@ -158,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_routines=args.metrics_routines,
         **cluster_config(args),
     )
+    configure_logging(args.log_level, args.log_format, config.uid)
     try:
         asyncio.run(_run_worker(config))
     except InsecureBindError as exc:

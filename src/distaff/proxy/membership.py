@@ -101,6 +101,7 @@ class Membership:
             self._lease is None or len(self.context.workers) < self._lease
         ):
             self.context.add_worker(metadata, self._connect(metadata))
+            log.info("admitted worker %s at %s", metadata.uid[:8], metadata.address)
             if observe.current is not None:
                 observe.current.admitted(1)
 
@@ -112,6 +113,7 @@ class Membership:
             return
         if observe.current is not None:
             observe.current.admitted(-1)
+        log.info("dropped worker %s at %s", metadata.uid[:8], metadata.address)
         self._signal()
         if self._group is None or self._closed:
             return

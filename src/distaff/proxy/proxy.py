@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import pickle
 import time
 import uuid
@@ -31,6 +32,7 @@ from .credentials import WorkerCredentials
 from .discovery import DiscoverySubscriberLike
 from .membership import Membership
 
+log = logging.getLogger(__name__)
 BalancerSpec = LoadBalancerLike | Callable[[], LoadBalancerLike]
 _EMPTY = LoadBalancerContext()
 
@@ -368,6 +370,9 @@ class WorkerProxy:
                 except TransientRpcError as exc:
                     failure: Exception = exc
                 except Exception as exc:
+                    log.warning(
+                        "evicting worker %s at %s: %s", metadata.uid[:8], metadata.address, exc
+                    )
                     membership.evict(metadata)
                     if observe.current is not None:
                         observe.current.evicted()

@@ -193,6 +193,7 @@ class Worker:
             self._health.set_serving(True)
             monitor = LoopMonitor(threshold_from_env())
             ready(self.metadata)
+            self._log_started()
             monitor.start()
             try:
                 async with asyncio.TaskGroup() as group:
@@ -201,10 +202,17 @@ class Worker:
                     reaper.cancel()
             finally:
                 monitor.stop()
+            log.info(
+                "stopping: leaving discovery, draining %d running call(s) for up to %g s",
+                self._service.running,
+                config.grace,
+            )
             self._service.refuse_new_calls()
             self._health.set_serving(False)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
-            await self._service.drain(config.grace)
+            cancelled = await self._service.drain(config.grace)
+            if cancelled:
+                log.warning("drain grace ran out: cancelled %d call(s)", cancelled)
             await self._proxies.aclose()
             # every call has ended: let each session write its last frames and
             # end with an OK status, so no caller sees a stream cut mid-call
@@ -219,6 +227,23 @@ class Worker:
             if self._metrics is not None:
                 await asyncio.to_thread(self._metrics.close)
             release_output()
+            log.info("stopped")
+
+    def _log_started(self) -> None:
+        meta = self.metadata
+        assert meta is not None
+        discovery = self.config.discovery
+        log.info(
+            "serving on %s (pid %d, distaff %s, Python %s, %s, tags [%s], discovery %s%s)",
+            meta.address,
+            meta.pid,
+            meta.version,
+            meta.python,
+            "TLS" if meta.secure else "plaintext",
+            ",".join(sorted(meta.tags)),
+            "none" if discovery is None else type(discovery).__name__,
+            "" if self._metrics_port is None else f", metrics on port {self._metrics_port}",
+        )
 
     def _serve_metrics(self, config: WorkerConfig) -> None:
         from .metrics import WorkerMetrics  # prometheus-client: only when asked for
@@ -261,6 +286,7 @@ class Worker:
 
     async def _stop_rpc(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
         # leave the pool before draining, as on SIGTERM: new calls go elsewhere
+        log.info("asked to stop by %s (Stop, grace %g s)", context.peer(), request.grace)
         self._service.refuse_new_calls()
         self._health.set_serving(False)
         await self._publish(DiscoveryEventType.WORKER_DROPPED)

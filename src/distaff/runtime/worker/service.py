@@ -183,8 +183,8 @@ class WorkerService:
                 rejected = served.session.rejected
                 for event in served.session.receive(envelope):
                     self._handle(event, served, group)
-                for _ in range(served.session.rejected - rejected):
-                    self._account("unknown", "rejected", 0.0)
+                if served.session.rejected != rejected:
+                    self._refused(served.session.rejected - rejected)
                 if served.session.has_data():
                     served.pump.wake()
         except s.ProtocolError as exc:
@@ -311,6 +311,11 @@ class WorkerService:
         }
         return worker_span(task.traceparent, routine, attributes)
 
+    def _refused(self, count: int) -> None:
+        log.info("refused %d new call(s): the worker is draining", count)
+        for _ in range(count):
+            self._account("unknown", "rejected", 0.0)
+
     def _account(self, routine: str, outcome: str, started: float) -> None:
         if outcome == "ok":
             self.completed += 1
@@ -401,6 +406,8 @@ class WorkerService:
         Callers then move new calls elsewhere before discovery says anything;
         a Start already on its way is refused, which is safe to retry.
         """
+        if not self._draining:
+            log.info("draining: refusing new calls, %d running", self.running)
         self._draining = True
         for served in self._served:
             served.session.drain()
