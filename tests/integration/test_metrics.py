@@ -128,11 +128,16 @@ async def test_caller_metrics_count_dispatches_attempts_and_durations() -> None:
         async with distaff.WorkerPool(discovery=empty, wait=0.2):
             with pytest.raises(distaff.NoWorkersAvailable):
                 await routines.echo(0)
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect()
+            for s in family.samples
+        }
     finally:
         distaff.metrics.disable()
 
     def value(name: str, **labels: str) -> float | None:
-        return registry.get_sample_value(name, labels)
+        return samples.get((name, tuple(sorted(labels.items()))))
 
     assert value("distaff_caller_dispatches_total", outcome="ok") == 5
     assert value("distaff_caller_dispatches_total", outcome="no_workers") == 1
@@ -149,6 +154,8 @@ async def test_caller_metrics_are_served_over_http() -> None:
         async with distaff.WorkerPool(spawn=1):
             await routines.echo(1)
         samples = await scrape(server.server_port)
+        distaff.metrics.disable()
+        assert list(registry.collect()) == []  # disabled: unregistered
     finally:
         distaff.metrics.disable()
         server.shutdown()

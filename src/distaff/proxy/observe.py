@@ -7,6 +7,8 @@ attribute read per event and imports nothing.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Protocol
 
 
@@ -69,3 +71,38 @@ class RoutineLabels:
             if label != "other":
                 self._known[routine] = label
         return label
+
+
+class Histograms:
+    """Duration histograms by label, in plain Python: adding costs a bisect.
+
+    Read (``snapshot``) from another thread at scrape time; a value added
+    meanwhile shows in the next scrape.
+
+    Args:
+        buckets: the upper bounds, ascending (``+Inf`` is implied).
+    """
+
+    __slots__ = ("_rows", "buckets")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self._rows: dict[str, list[float]] = {}  # label -> per-bucket counts, then the sum
+
+    def observe(self, label: str, seconds: float) -> None:
+        """Count one observation of ``seconds`` under ``label``."""
+        row = self._rows.get(label)
+        if row is None:
+            row = self._rows[label] = [0.0] * (len(self.buckets) + 2)
+        row[bisect.bisect_left(self.buckets, seconds)] += 1
+        row[-1] += seconds
+
+    def snapshot(self) -> dict[str, tuple[list[tuple[str, float]], float]]:
+        """``label -> (cumulative buckets as (le, count), sum)``, Prometheus style."""
+        bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
+        result = {}
+        for label, row in self._rows.copy().items():
+            counts = row[:-1]
+            cumulative = list(itertools.accumulate(counts))
+            result[label] = (list(zip(bounds, cumulative, strict=True)), row[-1])
+        return result

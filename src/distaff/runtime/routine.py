@@ -150,14 +150,14 @@ def _coroutine_routine(
 
     @functools.wraps(body)
     async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
-        started = time.perf_counter()
+        started = time.perf_counter() if observe.current is not None else 0.0
         try:
             return await run_with_policy(_new_task(body, args, kwargs, False, options), options)
         except BaseException as error:
             trim_traceback(error)
             raise  # a bare raise adds no frame of ours to the traceback
         finally:
-            if observe.current is not None:
+            if observe.current is not None and started:
                 observe.current.finished(name, time.perf_counter() - started)
 
     call.__distaff_routine__ = RoutineInfo(body, options, False)  # type: ignore[attr-defined]

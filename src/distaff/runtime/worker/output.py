@@ -83,25 +83,52 @@ class CallOutput:
         burst: lines the call may send at once.
     """
 
-    def __init__(self, send: Callable[[list[Output]], None], origin: Origin, burst: int) -> None:
+    __slots__ = (
+        "_budget",
+        "_burst",
+        "_closed",
+        "_last",
+        "_lock",
+        "_loop",
+        "_loop_thread",
+        "_origin",
+        "_partial",
+        "_queued",
+        "_scheduled",
+        "_send",
+        "_suppressed",
+        "_touched",
+    )
+
+    def __init__(
+        self,
+        send: Callable[[list[Output]], None],
+        origin: Origin,
+        burst: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        # made for every call: only what a call that prints nothing needs
         self._send = send
         self._origin = origin
-        self._loop = asyncio.get_running_loop()
+        self._burst = burst
+        self._loop = loop
         self._loop_thread = threading.get_ident()
         self._lock = threading.Lock()
-        self._partial: dict[int, str] = {_STDOUT: "", _STDERR: ""}
+        self._partial = ["", ""]  # by kind: stdout, stderr
         self._queued: list[Output] = []
         self._last: Output | None = None  # the frame of our own to add lines to
         self._scheduled = False
-        self._budget = _Budget(burst)
+        self._budget: _Budget | None = None  # made on the first line
         self._suppressed = 0
         self._closed = False
+        self._touched = False  # anything was written
 
     def write(self, kind: int, text: str) -> bool:
         """Take printed ``text``; False once the call has ended (write it elsewhere)."""
         with self._lock:
             if self._closed:
                 return False
+            self._touched = True
             buffered = self._partial[kind] + text
             if "\n" not in buffered and len(buffered) < _LONGEST_LINE:
                 self._partial[kind] = buffered
@@ -154,7 +181,9 @@ class CallOutput:
             if self._closed:
                 return
             self._closed = True
-            for kind, rest in self._partial.items():
+            if not self._touched:
+                return
+            for kind, rest in enumerate(self._partial):
                 if rest:
                     self._line(kind, rest)
             self._note_suppressed()
@@ -163,6 +192,9 @@ class CallOutput:
     # under the lock
 
     def _admit(self) -> bool:
+        self._touched = True
+        if self._budget is None:
+            self._budget = _Budget(self._burst)
         if not self._budget.take():
             self._suppressed += 1
             return False
@@ -247,11 +279,15 @@ class _LogRouter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         sink = current_output_sink.get()
         if isinstance(sink, CallOutput):
-            text = record.getMessage()
-            if record.exc_info:
-                text += "\n" + self._format.formatException(record.exc_info)
-            if record.stack_info:
-                text += "\n" + record.stack_info
+            try:
+                text = record.getMessage()
+                if record.exc_info:
+                    text += "\n" + self._format.formatException(record.exc_info)
+                if record.stack_info:
+                    text += "\n" + record.stack_info
+            except Exception:  # a bad format string: report it as logging does
+                self.handleError(record)
+                return
             if sink.record(record, text):
                 return
         # outside a call, behave as if this handler were not there

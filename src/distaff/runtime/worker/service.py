@@ -124,6 +124,7 @@ class WorkerService:
         self._idle.set()
         self._host = socket.gethostname()
         self._burst = default_burst()
+        self._origins: dict[str, Origin] = {}
         self.completed = 0  # calls that returned (or finished streaming)
         self.failed = 0  # calls that raised, timed out, were cancelled or refused
         self.metrics: WorkerMetrics | None = None
@@ -258,7 +259,7 @@ class WorkerService:
 
     async def _run(self, call_id: int, start: Start, call: _Call, served: _Served) -> None:
         session = served.session
-        started = time.perf_counter()
+        started = time.perf_counter() if self.metrics is not None else 0.0
         outcome = "error"
         try:
             task = self._decode(start)
@@ -267,7 +268,7 @@ class WorkerService:
             current_proxy_var.set(task.proxy)
             enter_task_deadlines(task)
             if task.output:
-                call.output = self._capture_output(call_id, task, served)
+                call.output = self._capture_output(call_id, call.routine, served)
             with self._span(task, call.routine):
                 if call.steps is not None:
                     async with asyncio.timeout(task.timeout):
@@ -324,7 +325,7 @@ class WorkerService:
         if self.metrics is not None:
             self.metrics.finished(routine, outcome, started)
 
-    def _capture_output(self, call_id: int, task: Task, served: _Served) -> CallOutput:
+    def _capture_output(self, call_id: int, routine: str, served: _Served) -> CallOutput:
         """Send what this call prints and logs to its caller, from now on."""
         session, pump = served.session, served.pump
 
@@ -333,9 +334,12 @@ class WorkerService:
                 session.output(call_id, output)
             pump.wake()
 
-        routine = getattr(task.callable, "__qualname__", "routine")
-        origin = Origin(routine, os.getpid(), self._host, self.worker)
-        sink = CallOutput(send, origin, self._burst)
+        origin = self._origins.get(routine)
+        if origin is None:
+            if len(self._origins) >= 4096:  # routines are few; bound it anyway
+                self._origins.clear()
+            origin = self._origins[routine] = Origin(routine, os.getpid(), self._host, self.worker)
+        sink = CallOutput(send, origin, self._burst, asyncio.get_running_loop())
         current_output_sink.set(sink)
         return sink
 
