@@ -15,6 +15,7 @@ import pytest
 
 import distaff
 from tests import tls
+from tests.dnsserver import DnsServer
 
 from . import output_routines as orr
 from . import routines as r
@@ -199,3 +200,17 @@ async def test_watch_refreshes_with_a_call_rate_until_interrupted() -> None:
                 _, err = await process.communicate()
     assert process.returncode == 130
     assert b"Traceback" not in err
+
+
+async def test_dns_names_every_address_even_one_nobody_answers_on() -> None:
+    port = closed_port()
+    with DnsServer() as dns:
+        dns.set({"workers.test.": [["A", "127.0.0.1"], ["A", "127.0.0.2"]]})
+        async with durable_workers() as workers:
+            workers.append(await start_worker("--discovery", "none", "--port", str(port)))
+            uri = f"dns://workers.test:{port}?nameserver={dns.nameserver}"
+            code, out, err = await status(uri, "--json", "--timeout", "1")
+
+    assert (code, err) == (1, "")
+    states = {row["address"]: row["state"] for row in rows(out)}
+    assert states == {f"127.0.0.1:{port}": "serving", f"127.0.0.2:{port}": "unreachable"}

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import uuid
 
-import distaff
+import grpc.aio
 
+import distaff
+from distaff.serialization import rpc, wire
+
+from . import output_routines as orr
 from . import routines as r
 from .durable import durable_workers, start_worker
+from .test_metrics import scrape
 
 
 async def test_json_lines_name_the_worker_and_never_one_per_call() -> None:
@@ -60,3 +67,50 @@ async def test_text_lines_by_default_level_are_silent_at_info() -> None:
     assert " INFO distaff.runtime.worker.server worker=" in first
     assert "serving on" in first
     assert last.endswith(" stopped")
+
+
+async def test_a_call_refused_while_draining_is_logged_and_counted() -> None:
+    async with durable_workers() as workers:
+        worker = await start_worker(
+            "--discovery", "none", "--grace", "20", "--log-level", "INFO",
+            "--metrics-port", "0",
+        )  # fmt: skip
+        workers.append(worker)
+        async with distaff.WorkerPool(discovery=f"static://{worker.address}") as pool:
+            await pool.proxy.wait_for(bool, timeout=10)
+            port = int(dict(pool.proxy.workers[0].options)["metrics_port"])
+            held = asyncio.ensure_future(orr.snooze(30))  # keeps the worker draining
+            try:
+                async with asyncio.timeout(20):
+                    while (await scrape(port))[("distaff_worker_calls_in_flight", ())] != 1:
+                        await asyncio.sleep(0.05)
+                worker.process.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(20):
+                    while not await refused_on_new_session(worker.address):
+                        await asyncio.sleep(0.05)
+                samples = await scrape(port)
+            finally:
+                held.cancel()
+                await asyncio.gather(held, return_exceptions=True)
+        await worker.terminate()
+        assert worker.process.stderr is not None
+        log = (await worker.process.stderr.read()).decode()
+
+    rejected = (("outcome", "rejected"), ("routine", "unknown"))
+    assert samples[("distaff_worker_calls_total", rejected)] >= 1
+    assert "refused 1 new call(s): the worker is draining" in log
+
+
+async def refused_on_new_session(address: str) -> bool:
+    """Open a fresh session whose first envelope also starts a call; True if refused."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stream = rpc.open_session(channel)
+        envelope = wire.Envelope()
+        envelope.frames.add().hello.protocol = wire.PROTOCOL_VERSION
+        start = envelope.frames.add()
+        start.call = 1
+        start.start.task_id = "never-runs"
+        await stream.write(envelope)
+        await stream.done_writing()
+        kinds = [f.WhichOneof("kind") async for reply in stream for f in reply.frames]
+    return "reject" in kinds

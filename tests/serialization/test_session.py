@@ -320,3 +320,20 @@ def test_output_frames_reach_their_call_and_stop_at_its_end() -> None:
         s.Output(call, None, line),
         s.Result(call, None, b"r"),
     ]
+
+
+def test_a_draining_worker_counts_the_calls_it_refuses() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w", draining=True)
+    caller.data_to_send()  # the hello; the worker answers with a drain too
+    late = Envelope()
+    late.frames.add().hello.protocol = PROTOCOL_VERSION
+    for call in (1, 2):
+        frame = late.frames.add()
+        frame.call = call
+        frame.start.task_id = f"t{call}"
+
+    assert worker.receive(late) == []
+    assert worker.rejected == 2
+    assert [f.reject.reason for f in worker.data_to_send()[0].frames if f.HasField("reject")] == [
+        "the worker is draining"
+    ] * 2
