@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -106,19 +107,16 @@ async def _micro() -> None:
     import distaff.metrics
     from distaff.proxy import observe
     from distaff.proxy.output import current_output_sink
+    from distaff.runtime.worker.instruments import Instruments
     from distaff.runtime.worker.metrics import WorkerMetrics
-    from distaff.runtime.worker.output import CallOutput, Origin
 
-    loop = asyncio.get_running_loop()
-    origin = Origin("noop", os.getpid(), "host", "uid")
+    instruments = Instruments("uid")
+
+    def send(call: int, outputs: Any) -> None:
+        pass
 
     def worker_output() -> None:  # what the worker service does per call with forwarding on
-        def send(outputs: Any) -> None:
-            pass
-
-        sink = CallOutput(send, origin, 1000, loop)
-        current_output_sink.set(sink)
-        sink.close()
+        instruments.capture_output("noop", functools.partial(send, 1)).close()
 
     worker_metrics = WorkerMetrics(lambda: 0)
 

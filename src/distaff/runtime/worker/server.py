@@ -252,7 +252,7 @@ class Worker:
         metrics = WorkerMetrics(
             lambda: service.running, config.metrics_routines, labels={"uid": config.uid}
         )
-        self._metrics = service.metrics = metrics
+        self._metrics = service.instruments.metrics = metrics
         assert config.metrics_port is not None
         self._metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
 
@@ -313,8 +313,8 @@ class Worker:
             draining=not self._health.serving,
             options=dict(meta.options),
             in_flight=self._service.running,
-            completed=self._service.completed,
-            failed=self._service.failed,
+            completed=self._service.instruments.completed,
+            failed=self._service.instruments.failed,
             uptime=time.monotonic() - self.started,
             rss=resident_bytes(),
         )

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-import socket
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
 
 from ..._exceptions import RpcError, StatusCode
-from ...proxy.output import current_output_sink
 from ...serialization import session as s
 from ...serialization.exceptions import decode_exception, encode_exception
 from ...serialization.task import Task
@@ -29,16 +27,12 @@ from ...serialization.tasks import decode_arguments, decode_routine, dumps, load
 from ...serialization.wire import Envelope, Output, Pump, Start, StepKind, StopReply, StopRequest
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
-from ..tracing import worker_span
 from .execute import invoke
-from .output import CallOutput, Origin, default_burst
+from .instruments import Instruments
+from .output import CallOutput
 from .proxies import ProxyRegistry
 
-if TYPE_CHECKING:
-    from .metrics import WorkerMetrics
-
 log = logging.getLogger(__name__)
-_NO_SPAN = contextlib.nullcontext()
 
 
 class ServerTransport(Protocol):
@@ -98,6 +92,12 @@ class _Served:
         self.error: s.ProtocolError | None = None
 
 
+def _send_output(call_id: int, served: _Served, outputs: list[Output]) -> None:
+    for output in outputs:
+        served.session.output(call_id, output)
+    served.pump.wake()
+
+
 class WorkerService:
     """Serves sessions; tracks in-flight calls so it can drain them.
 
@@ -122,12 +122,7 @@ class WorkerService:
         self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._host = socket.gethostname()
-        self._burst = default_burst()
-        self._origins: dict[str, Origin] = {}
-        self.completed = 0  # calls that returned (or finished streaming)
-        self.failed = 0  # calls that raised, timed out, were cancelled or refused
-        self.metrics: WorkerMetrics | None = None
+        self.instruments = Instruments(worker)
 
     @property
     def running(self) -> int:
@@ -185,7 +180,7 @@ class WorkerService:
                 for event in served.session.receive(envelope):
                     self._handle(event, served, group)
                 if served.session.rejected != rejected:
-                    self._refused(served.session.rejected - rejected)
+                    self.instruments.refused(served.session.rejected - rejected)
                 if served.session.has_data():
                     served.pump.wake()
         except s.ProtocolError as exc:
@@ -259,7 +254,7 @@ class WorkerService:
 
     async def _run(self, call_id: int, start: Start, call: _Call, served: _Served) -> None:
         session = served.session
-        started = time.perf_counter() if self.metrics is not None else 0.0
+        started = self.instruments.started()
         outcome = "error"
         try:
             task = self._decode(start)
@@ -268,8 +263,10 @@ class WorkerService:
             current_proxy_var.set(task.proxy)
             enter_task_deadlines(task)
             if task.output:
-                call.output = self._capture_output(call_id, call.routine, served)
-            with self._span(task, call.routine):
+                call.output = self.instruments.capture_output(
+                    call.routine, functools.partial(_send_output, call_id, served)
+                )
+            with self.instruments.span(task, call.routine):
                 if call.steps is not None:
                     async with asyncio.timeout(task.timeout):
                         await self._drive(call_id, task, call, served)
@@ -296,52 +293,7 @@ class WorkerService:
             session.error(call_id, encode_exception(exc))
         finally:
             served.pump.wake()
-            self._account(call.routine, outcome, started)
-
-    def _span(self, task: Task, routine: str) -> contextlib.AbstractContextManager[Any]:
-        """The call's child span of the caller's trace, if it sent one."""
-        if not task.traceparent:
-            return _NO_SPAN
-        attributes = {
-            "distaff.routine": routine,
-            "distaff.task.id": task.id,
-            "distaff.attempt": task.attempt,
-            "distaff.worker.uid": self.worker,
-            "distaff.worker.host": self._host,
-            "process.pid": os.getpid(),
-        }
-        return worker_span(task.traceparent, routine, attributes)
-
-    def _refused(self, count: int) -> None:
-        log.info("refused %d new call(s): the worker is draining", count)
-        for _ in range(count):
-            self._account("unknown", "rejected", 0.0)
-
-    def _account(self, routine: str, outcome: str, started: float) -> None:
-        if outcome == "ok":
-            self.completed += 1
-        else:
-            self.failed += 1
-        if self.metrics is not None:
-            self.metrics.finished(routine, outcome, started)
-
-    def _capture_output(self, call_id: int, routine: str, served: _Served) -> CallOutput:
-        """Send what this call prints and logs to its caller, from now on."""
-        session, pump = served.session, served.pump
-
-        def send(outputs: list[Output]) -> None:
-            for output in outputs:
-                session.output(call_id, output)
-            pump.wake()
-
-        origin = self._origins.get(routine)
-        if origin is None:
-            if len(self._origins) >= 4096:  # routines are few; bound it anyway
-                self._origins.clear()
-            origin = self._origins[routine] = Origin(routine, os.getpid(), self._host, self.worker)
-        sink = CallOutput(send, origin, self._burst, asyncio.get_running_loop())
-        current_output_sink.set(sink)
-        return sink
+            self.instruments.ended(call.routine, outcome, started)
 
     def _stopped_error(self) -> RpcError:
         return RpcError(
@@ -380,8 +332,7 @@ class WorkerService:
                     return
                 session.item(call_id, dumps(value, what="a value yielded", of=task.callable))
                 pump.wake()
-                if self.metrics is not None:
-                    self.metrics.item(call.routine)
+                self.instruments.item(call.routine)
                 credit = max(credit - 1, 0)
         finally:
             with contextlib.suppress(RuntimeError, StopAsyncIteration):
