@@ -265,7 +265,13 @@ class Framework:
         self.pool: Any = None
 
     async def start(self) -> None:
-        self.pool = self.lib.WorkerPool(spawn=self.spawn)
+        options: dict[str, Any] = {}
+        if self.name == "distaff":
+            # overhead measurements: e.g. '{"forward_output": false}' or '{"metrics": true}'
+            options = json.loads(os.environ.get("DISTAFF_BENCH_POOL", "{}"))
+            if os.environ.get("DISTAFF_BENCH_CALLER_METRICS") == "1":
+                importlib.import_module("distaff.metrics").enable()
+        self.pool = self.lib.WorkerPool(spawn=self.spawn, **options)
         await self.pool.__aenter__()
 
     async def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""``distaff worker``: run one durable worker in the foreground."""
+"""``distaff worker | status | certs``: the command line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from . import _checks
 from ._certs import add_certs_command, run_certs
 from ._cli_worker import add_cluster_options, cluster_config
 from ._exceptions import InsecureBindError
+from ._logging import FORMATS, LEVELS
+from ._logging import configure as configure_logging
+from ._status import add_status_command, run_status
 from ._version import __version__
 from .proxy.credentials import WorkerCredentials
 from .runtime.discovery.base import DiscoveryLike
@@ -117,7 +120,42 @@ def _parser() -> argparse.ArgumentParser:
         "as with 'python -m'",
     )
     add_cluster_options(worker)
+    worker.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default="WARNING",
+        help="distaff's own log lines at this level and above (INFO: start, peers, drain, "
+        "refused calls; never one per call); default WARNING",
+    )
+    worker.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text (one line each) or json (one object per line); default text",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on /metrics at this port (0: any free port; "
+        "needs distaff[metrics])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics are served on (default 127.0.0.1)",
+    )
+    worker.add_argument(
+        "--metrics-routines",
+        type=int,
+        default=100,
+        metavar="N",
+        help="distinct routine names the metrics label; the rest count as 'other' (default 100)",
+    )
     add_certs_command(commands)
+    add_status_command(commands)
     return parser
 
 
@@ -175,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "certs":
         return run_certs(args)
+    if args.command == "status":
+        return run_status(args, parser)
     usage: argparse.ArgumentParser = getattr(args, "usage", parser)
     tls = (args.ca, args.cert, args.key)
     if any(tls) and not all(tls):
@@ -198,8 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         credentials=credentials,
         insecure=args.insecure,
         grace=args.grace,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        metrics_routines=args.metrics_routines,
         **cluster_config(args),
     )
+    configure_logging(args.log_level, args.log_format, config.uid)
     try:
         asyncio.run(_run_worker(config))
     except (InsecureBindError, BindError) as exc:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from distaff.serialization import session as s
-from distaff.serialization.wire import PROTOCOL_VERSION, Envelope, StepKind
+from distaff.serialization.wire import PROTOCOL_VERSION, Envelope, Output, OutputKind, StepKind
 
 
 def fields(task_id: str, generator: bool = False, proxy: str = "") -> s.StartFields:
@@ -66,6 +66,11 @@ class Sessions(RuleBasedStateMachine):
 
     def _apply_caller(self, events: list[s.Event]) -> None:
         for event in events:
+            if isinstance(event, s.Output):
+                # output reaches the call that produced it, and only while it is open
+                assert self.finals[(self.link_no, event.call)] == 0, "output after the end"
+                task = self.opened[(self.link_no, event.call)]
+                assert event.output.text == f"printed by {task}"
             if isinstance(event, s.FINAL):
                 self._final(event.call)
                 task = self.opened[(self.link_no, event.call)]
@@ -131,7 +136,7 @@ class Sessions(RuleBasedStateMachine):
                 self.link.worker.forget(event.call)
                 del self.link.running[event.call]
 
-    @rule(data=st.data(), outcome=st.sampled_from(["ack", "item", "finish", "error"]))
+    @rule(data=st.data(), outcome=st.sampled_from(["ack", "item", "output", "finish", "error"]))
     def worker_acts(self, data: st.DataObject, outcome: str) -> None:
         if not self.link.running:
             return
@@ -142,6 +147,9 @@ class Sessions(RuleBasedStateMachine):
             worker.ack(call)
         elif outcome == "item" and generator:
             worker.item(call, b"v")
+        elif outcome == "output":
+            task, _ = self.link.running[call]
+            worker.output(call, Output(kind=OutputKind.OUTPUT_STDOUT, text=f"printed by {task}"))
         elif outcome == "error":
             worker.error(call, b"e")
             del self.link.running[call]
@@ -307,3 +315,39 @@ def test_a_calls_actor_chain_reaches_the_worker_with_its_start() -> None:
 
     starts = [e.start for e in events if isinstance(e, s.Started)]
     assert [(start.task_id, start.chain) for start in starts] == [("t1", "chain-7"), ("t2", "")]
+
+
+def test_output_frames_reach_their_call_and_stop_at_its_end() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    call = caller.open_call(fields("t"))
+    (started,) = worker.receive(caller.data_to_send()[0])
+    line = Output(kind=OutputKind.OUTPUT_STDERR, text="hello", pid=7)
+    worker.output(started.call, line)
+    worker.result(started.call, b"r")
+    worker.output(started.call, line)  # after the final frame: dropped
+
+    events = caller.receive(worker.data_to_send()[0])
+
+    assert events == [
+        s.Accepted(call, None),
+        s.Output(call, None, line),
+        s.Result(call, None, b"r"),
+    ]
+
+
+def test_a_draining_worker_counts_the_calls_it_refuses() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w", draining=True)
+    caller.data_to_send()  # the hello; the worker answers with a drain too
+    late = Envelope()
+    late.frames.add().hello.protocol = PROTOCOL_VERSION
+    for call in (1, 2):
+        frame = late.frames.add()
+        frame.call = call
+        frame.start.task_id = f"t{call}"
+
+    assert worker.receive(late) == []
+    assert worker.rejected == 2
+    assert [f.reject.reason for f in worker.data_to_send()[0].frames if f.HasField("reject")] == [
+        "the worker is draining"
+    ] * 2

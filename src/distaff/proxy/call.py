@@ -12,6 +12,7 @@ from ..serialization import session as s
 from ..serialization.exceptions import decode_exception, encode_exception
 from ..serialization.tasks import dumps, loads
 from ..serialization.wire import StepKind
+from .output import OutputSinkLike, current_output_sink, emit
 
 
 class CallLink(Protocol):
@@ -44,6 +45,7 @@ class RemoteCall:
         "_events",
         "_generator",
         "_link",
+        "_sink",
         "_waiter",
         "_window",
         "born",
@@ -65,6 +67,8 @@ class RemoteCall:
         self._ended = False  # a final event arrived, or we cancelled
         self.closed_by: str | None = None  # why distaff closed it, if it did
         self.context = b""  # ContextVar changes that came with the last outcome
+        # made inside a call on a worker: its output goes up that call's stream
+        self._sink: OutputSinkLike | None = current_output_sink.get()
 
     @property
     def idle(self) -> bool:
@@ -73,6 +77,12 @@ class RemoteCall:
 
     def feed(self, event: s.Event) -> None:
         """Deliver a session event for this call (driver only)."""
+        if isinstance(event, s.Output):  # written at once, whoever reads the call
+            if self._sink is not None:
+                self._sink.forward(event.output)
+            else:
+                emit(event.output)
+            return
         if isinstance(event, s.FINAL):
             self._ended = True
         self._events.append(event)

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 
 from ..serialization.metadata import WorkerMetadata
+from . import observe
 from .connection import WorkerConnection
 from .context import LoadBalancerContext
 from .discovery import DiscoveryEventType, DiscoverySubscriberLike
@@ -100,6 +101,9 @@ class Membership:
             self._lease is None or len(self.context.workers) < self._lease
         ):
             self.context.add_worker(metadata, self._connect(metadata))
+            log.info("admitted worker %s at %s", metadata.uid[:8], metadata.address)
+            if observe.current is not None:
+                observe.current.admitted(1)
 
     def evict(self, metadata: WorkerMetadata) -> None:
         """Remove a worker; its connection closes once its calls are done."""
@@ -107,6 +111,9 @@ class Membership:
         connection = self.context.remove_worker(metadata)
         if connection is None:
             return
+        if observe.current is not None:
+            observe.current.admitted(-1)
+        log.info("dropped worker %s at %s", metadata.uid[:8], metadata.address)
         self._signal()
         if self._group is None or self._closed:
             return
@@ -119,6 +126,8 @@ class Membership:
             return
         self._closed = True
         connections = list(self.context.workers.values())
+        if observe.current is not None and connections:
+            observe.current.admitted(-len(connections))
         self._runner.cancel()  # evictions in its TaskGroup close their connections now
         with contextlib.suppress(asyncio.CancelledError):
             await self._runner

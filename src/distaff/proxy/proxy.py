@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import pickle
 import random
 import time
@@ -28,6 +29,7 @@ from ..balancers.base import (
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..serialization.metadata import WorkerMetadata
 from ..serialization.task import Task
+from . import observe
 from .admission import Admission, subscription
 from .call import RemoteCall
 from .connection import WorkerConnection
@@ -36,6 +38,7 @@ from .credentials import WorkerCredentials
 from .discovery import DiscoverySubscriberLike, describe_subscriber
 from .membership import Membership
 
+log = logging.getLogger(__name__)
 BalancerSpec = LoadBalancerLike | Callable[[], LoadBalancerLike]
 _EMPTY = LoadBalancerContext()
 
@@ -73,6 +76,8 @@ class WorkerProxy:
             only plaintext workers. Credentials are never pickled: a proxy
             restored on a worker uses that worker's own.
         secure: admit TLS workers; defaults to ``credentials is not None``.
+        forward_output: calls send what they print and log back to the
+            caller that made them (travels with each task).
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class WorkerProxy:
         credentials: WorkerCredentials | None = None,
         secure: bool | None = None,
         id: str | None = None,
+        forward_output: bool = True,
     ) -> None:
         self.id = id or uuid.uuid4().hex
         self._discovery = discovery
@@ -102,6 +108,7 @@ class WorkerProxy:
         self.wait = wait
         self.secure = credentials is not None if secure is None else secure
         self.credentials = credentials
+        self.forward_output = forward_output
         self.last_used = time.monotonic()  # of the latest dispatch
         self._state = ProxyState.NEW
         self._admission = Admission()
@@ -125,6 +132,7 @@ class WorkerProxy:
                 self.lease,
                 self.wait,
                 self.secure,
+                self.forward_output,
             ),
         )
 
@@ -398,6 +406,8 @@ class WorkerProxy:
                 ) from None
             while True:
                 timeout = _attempt_budget(deadline)
+                if observe.current is not None:
+                    observe.current.attempted()
                 try:
                     stream = await connection.dispatch(task, timeout=timeout)
                     break
@@ -406,7 +416,12 @@ class WorkerProxy:
                     # busy, or out of this attempt's share of time: worth another round
                     busy = busy and exc.code in _AGAIN
                 except Exception as exc:
+                    log.warning(
+                        "evicting worker %s at %s: %s", metadata.uid[:8], metadata.address, exc
+                    )
                     membership.evict(metadata)
+                    if observe.current is not None:
+                        observe.current.evicted()
                     failure = exc
                     busy = False
                 try:
@@ -492,6 +507,7 @@ def _restore_proxy(
     lease: int | None,
     wait: float,
     secure: bool,
+    forward_output: bool = True,
 ) -> WorkerProxy:
     return WorkerProxy(
         discovery,
@@ -502,4 +518,5 @@ def _restore_proxy(
         wait=wait,
         secure=secure,
         id=id,
+        forward_output=forward_output,
     )

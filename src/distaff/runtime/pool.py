@@ -57,6 +57,12 @@ class WorkerPool:
             after a back-off that doubles with each failure in a row; after 5
             in a row its slot is given up with a warning on the
             ``distaff.pool`` logger. False: a dead worker is not replaced.
+        metrics: each spawned worker serves Prometheus metrics on a free
+            loopback port (its ``metrics_port`` option; needs
+            ``distaff[metrics]``).
+        forward_output: what calls print and log on workers is written here,
+            prefixed with the routine and where it ran (see README); False
+            leaves it on the workers' own stdout and stderr.
 
     Spawned workers start with the caller's ``sys.path`` as it is when the
     pool starts (restarted ones too), and its environment. Leaving the block
@@ -81,6 +87,8 @@ class WorkerPool:
         credentials: WorkerCredentials | None = None,
         max_concurrency: int | None = None,
         restart: bool = True,
+        forward_output: bool = True,
+        metrics: bool = False,
     ) -> None:
         self.tags = _checks.tags(tags)
         if isinstance(discovery, str):
@@ -110,6 +118,7 @@ class WorkerPool:
         self._discovery = discovery
         self._supervisor: WorkerSupervisor | None = None
         self._stack: contextlib.AsyncExitStack | None = None
+        self.metrics = _checks.flag("metrics", metrics)
         self._proxy = WorkerProxy(
             self._discovery.subscriber(),
             loadbalancer=loadbalancer,
@@ -118,6 +127,7 @@ class WorkerPool:
             lazy=_checks.flag("lazy", lazy),
             wait=_checks.seconds("wait", wait),
             credentials=credentials,
+            forward_output=forward_output,
         )
         self._token: contextvars.Token[WorkerProxy | None] | None = None
 
@@ -172,6 +182,7 @@ class WorkerPool:
                 grace=self.grace,
                 credentials=self.credentials,
                 max_concurrency=self.max_concurrency,
+                metrics_port=0 if self.metrics else None,
             )
             self._supervisor = WorkerSupervisor(config, self.spawn, list(sys.path))
             await self._supervisor.start()

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .._exceptions import RpcError, StatusCode, WorkerLostError
+from ..proxy import observe
 from ..serialization.task import Task
 
 T = TypeVar("T")
@@ -96,6 +97,8 @@ async def with_retries(
             pause = policy.pause(task.attempt)
             if deadline is not None and time.monotonic() + pause >= deadline:
                 raise
+            if observe.current is not None:
+                observe.current.retried()
             await asyncio.sleep(pause)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

@@ -12,6 +12,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .. import _checks
+from .._exceptions import NoWorkersAvailable
+from ..proxy import observe
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from . import contextvar
@@ -26,6 +28,7 @@ from .context import (
 )
 from .retry import RetryPolicy, with_retries
 from .streams import RemoteGenerator
+from .tracing import current_traceparent
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,6 +82,8 @@ def _new_task(
         proxy=proxy,
         context=contextvar.capture(),
         chain=actor_chain_var.get(),
+        output=proxy.forward_output,
+        traceparent=current_traceparent(),
     )
     task.encode()  # an unpicklable argument fails here, before any worker is asked
     return task
@@ -87,7 +92,25 @@ def _new_task(
 async def _dispatch(task: Task) -> Any:
     """Reach a worker within the task's dispatch timeout; TimeoutError if not."""
     assert task.proxy is not None
-    return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
+    if observe.current is None:
+        return await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
+    outcome = "error"
+    try:
+        stream = await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
+        outcome = "ok"
+        return stream
+    except NoWorkersAvailable:
+        outcome = "no_workers"
+        raise
+    except TimeoutError:
+        outcome = "timeout"
+        raise
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    finally:
+        if observe.current is not None:
+            observe.current.dispatched(outcome)
 
 
 def _bound(deadline: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -129,13 +152,19 @@ async def run_with_policy(task: Task, options: _Options) -> Any:
 def _coroutine_routine(
     body: Callable[P, Any], options: _Options
 ) -> Callable[P, Coroutine[Any, Any, Any]]:
+    name = getattr(body, "__qualname__", "routine")
+
     @functools.wraps(body)
     async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+        started = time.perf_counter() if observe.current is not None else 0.0
         try:
             return await run_with_policy(_new_task(body, args, kwargs, False, options), options)
         except BaseException as error:
             trim_traceback(error)
             raise  # a bare raise adds no frame of ours to the traceback
+        finally:
+            if observe.current is not None and started:
+                observe.current.finished(name, time.perf_counter() - started)
 
     call.__distaff_routine__ = RoutineInfo(body, options, False)  # type: ignore[attr-defined]
     return call

@@ -67,6 +67,8 @@ class Task:
         chain: the actor call chain the call belongs to (made, directly or
             through routines, by an actor method); actors let a call of a
             chain already inside them enter at once.
+        output: the worker sends what the call prints and logs back.
+        traceparent: the W3C trace context of the calling span ("" = none).
     """
 
     callable: Callable[..., Any]
@@ -82,6 +84,8 @@ class Task:
     attempt: int = 0
     context: bytes = dataclasses.field(default=b"", repr=False)
     chain: str | None = None
+    output: bool = False
+    traceparent: str = ""
     _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
     _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
@@ -144,6 +148,8 @@ class Task:
             attempt=self.attempt,
             context=self.context,
             chain=self.chain or "",
+            output=self.output,
+            traceparent=self.traceparent,
         )
         return self._fields
 
@@ -172,4 +178,6 @@ class Task:
             attempt=start.attempt,
             context=start.context,
             chain=start.chain or None,
+            output=start.output,
+            traceparent=start.traceparent,
         )

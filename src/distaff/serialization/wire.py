@@ -31,6 +31,8 @@ def check_size(size: int, what: str) -> None:
 
 Envelope = pb.Envelope
 Frame = pb.Frame
+Output = pb.Output
+OutputKind = pb.OutputKind
 Start = pb.Start
 Step = pb.Step
 StepKind = pb.StepKind
@@ -42,6 +44,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Envelope",
     "Frame",
+    "Output",
+    "OutputKind",
     "Pump",
     "Start",
     "Step",

@@ -119,6 +119,10 @@ class DnsDiscovery:
         resolver.lifetime = min(self.refresh, 5.0)
         return resolver
 
+    async def current_addresses(self) -> list[str] | None:
+        """Resolve the workers' addresses once (``distaff status``); None if nothing resolved."""
+        return await self.resolve(self._resolver())
+
     async def resolve(self, resolver: dns.asyncresolver.Resolver) -> list[str] | None:
         """The current worker addresses; None when the name did not resolve."""
         if self.srv:

@@ -66,6 +66,10 @@ class StaticDiscovery:
         """A subscription that dials workers with ``credentials`` (not pickled)."""
         return _Subscription(self, credentials)
 
+    async def current_addresses(self) -> list[str] | None:
+        """Resolve the workers' addresses once (``distaff status``); None if nothing resolved."""
+        return await self.resolve()
+
     async def resolve(self) -> list[str] | None:
         """The listed addresses with host names resolved; None if none resolved."""
         found = await asyncio.gather(*(_resolve(a) for a in self.addresses))

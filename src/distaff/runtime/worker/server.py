@@ -11,6 +11,7 @@ import os
 import platform
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,8 @@ from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
 from .auth import TokenInterceptor
 from .health import WorkerHealth
 from .monitor import LoopMonitor, threshold_from_env
+from .output import install as capture_output
+from .output import uninstall as release_output
 from .proxies import ProxyRegistry
 from .service import WorkerService
 
@@ -76,6 +79,11 @@ class WorkerConfig:
             it, new calls are refused before unpickling (callers move on).
         pretend_python: for tests only: the Python version Describe and the
             published metadata report instead of the real one.
+        metrics_port: serve Prometheus metrics on this port (0: a free one,
+            published as the ``metrics_port`` option); None: no metrics.
+        metrics_host: the address the metrics are served on (loopback).
+        metrics_routines: distinct routine names the metrics label; the
+            rest are counted as ``other``.
     """
 
     host: str = "127.0.0.1"
@@ -93,6 +101,9 @@ class WorkerConfig:
     health_port: int | None = None
     pretend_python: str | None = None
     max_concurrency: int | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_routines: int = 100
 
 
 class BindError(OSError):
@@ -156,6 +167,9 @@ class Worker:
         self._publisher: Any = None
         self._health = WorkerHealth()
         self.metadata: WorkerMetadata | None = None
+        self._metrics: Any = None
+        self._metrics_port: int | None = None
+        self.started = time.monotonic()
 
     def stop(self) -> None:
         """Begin a graceful stop (safe from a signal handler)."""
@@ -179,15 +193,19 @@ class Worker:
             raise BindError(f"could not bind {address}: in use or not an address of this host")
         await server.start()
         probes = None
+        capture_output()
         try:
             if config.health_port is not None:
                 probes = await self._health.open_probe_server(config.host, config.health_port)
+            if config.metrics_port is not None:
+                self._serve_metrics(config)
             self.metadata = self._describe_self(port)
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             self._service.address = self.metadata.address
             self._health.set_serving(True)
             monitor = LoopMonitor(threshold_from_env())
             ready(self.metadata)
+            self._log_started()
             monitor.start()
             try:
                 async with asyncio.TaskGroup() as group:
@@ -196,10 +214,17 @@ class Worker:
                     reaper.cancel()
             finally:
                 monitor.stop()
+            log.info(
+                "stopping: leaving discovery, draining %d running call(s) for up to %g s",
+                self._service.running,
+                config.grace,
+            )
             self._service.refuse_new_calls()
             self._health.set_serving(False)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
-            await self._service.drain(config.grace)
+            cancelled = await self._service.drain(config.grace)
+            if cancelled:
+                log.warning("drain grace ran out: cancelled %d call(s)", cancelled)
             await self._proxies.aclose()
             # every call has ended: let each session write its last frames and
             # end with an OK status, so no caller sees a stream cut mid-call
@@ -209,6 +234,37 @@ class Worker:
             await server.stop(_FINISH_TIMEOUT)
             if probes is not None:
                 await probes.stop(0)
+            if self._metrics is not None:
+                await asyncio.to_thread(self._metrics.close)
+            release_output()
+            log.info("stopped")
+
+    def _log_started(self) -> None:
+        meta = self.metadata
+        assert meta is not None
+        discovery = self.config.discovery
+        log.info(
+            "serving on %s (pid %d, distaff %s, Python %s, %s, tags [%s], discovery %s%s)",
+            meta.address,
+            meta.pid,
+            meta.version,
+            meta.python,
+            "TLS" if meta.secure else "plaintext",
+            ",".join(sorted(meta.tags)),
+            "none" if discovery is None else type(discovery).__name__,
+            "" if self._metrics_port is None else f", metrics on port {self._metrics_port}",
+        )
+
+    def _serve_metrics(self, config: WorkerConfig) -> None:
+        from .metrics import WorkerMetrics  # prometheus-client: only when asked for
+
+        service = self._service
+        metrics = WorkerMetrics(
+            lambda: service.running, config.metrics_routines, labels={"uid": config.uid}
+        )
+        self._metrics = service.instruments.metrics = metrics
+        assert config.metrics_port is not None
+        self._metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
 
     def _server(self) -> grpc.aio.Server:
         credentials = self.config.credentials
@@ -233,10 +289,14 @@ class Worker:
             python=config.pretend_python or platform.python_version(),
             protocol=PROTOCOL_VERSION,
             cloudpickle=cloudpickle.__version__,
+            options=()
+            if self._metrics_port is None
+            else (("metrics_port", str(self._metrics_port)),),
         )
 
     async def _stop_rpc(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
         # leave the pool before draining, as on SIGTERM: new calls go elsewhere
+        log.info("asked to stop by %s (Stop, grace %g s)", context.peer(), request.grace)
         self._service.refuse_new_calls()
         self._health.set_serving(False)
         await self._publish(DiscoveryEventType.WORKER_DROPPED)
@@ -262,6 +322,11 @@ class Worker:
             cloudpickle=meta.cloudpickle,
             draining=not self._health.serving,
             options=dict(meta.options),
+            in_flight=self._service.running,
+            completed=self._service.instruments.completed,
+            failed=self._service.instruments.failed,
+            uptime=time.monotonic() - self.started,
+            rss=resident_bytes(),
         )
 
     async def _stop_idle_proxies(self) -> None:
@@ -284,6 +349,15 @@ class Worker:
         if self._publisher is not None:
             publisher, self._publisher = self._publisher, None
             await publisher.aclose()
+
+
+def resident_bytes() -> int:
+    """This process's resident memory in bytes (Linux ``/proc``); 0 if unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def install_signal_handlers(worker: Worker) -> None:

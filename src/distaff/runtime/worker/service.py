@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -24,12 +25,14 @@ from ...serialization import session as s
 from ...serialization.exceptions import decode_exception, encode_exception
 from ...serialization.task import Task
 from ...serialization.tasks import decode_arguments, decode_routine, dumps, loads
-from ...serialization.wire import Envelope, Pump, Start, StepKind, StopReply, StopRequest
+from ...serialization.wire import Envelope, Output, Pump, Start, StepKind, StopReply, StopRequest
 from .. import contextvar
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
 from .actors import ActorScope, actor_scope_var
 from .execute import invoke
+from .instruments import Instruments
+from .output import CallOutput
 from .proxies import ProxyRegistry
 
 log = logging.getLogger(__name__)
@@ -64,13 +67,20 @@ class _GrpcServerTransport:
 class _Call:
     """A call running here: its task and, for generators, its steps."""
 
-    __slots__ = ("seen", "steps", "stopped", "task")
+    __slots__ = ("output", "routine", "seen", "steps", "stopped", "task")
 
     def __init__(self, generator: bool) -> None:
         self.task: asyncio.Task[None] | None = None
         self.seen: contextvar.Snapshot = {}  # ContextVar values as last reported
         self.steps: asyncio.Queue[s.Stepped] | None = asyncio.Queue() if generator else None
         self.stopped = False  # cancelled by the worker stopping, not by the caller
+        self.output: CallOutput | None = None  # where its prints go, if forwarded
+        self.routine = "unknown"  # its qualified name, once decoded
+
+    def flush_output(self) -> None:
+        """Send the call's last output: before its final frame, which ends the stream."""
+        if self.output is not None:
+            self.output.close()
 
 
 def _changes(call: _Call) -> bytes:
@@ -108,6 +118,12 @@ class _Served:
 _LOAD_EVERY = 0.05
 
 
+def _send_output(call_id: int, served: _Served, outputs: list[Output]) -> None:
+    for output in outputs:
+        served.session.output(call_id, output)
+    served.pump.wake()
+
+
 class WorkerService:
     """Serves sessions; tracks in-flight calls so it can drain them.
 
@@ -139,6 +155,7 @@ class WorkerService:
         self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.instruments = Instruments(worker)
 
     @property
     def running(self) -> int:
@@ -193,8 +210,11 @@ class WorkerService:
     ) -> None:
         try:
             while (envelope := await transport.read()) is not None:
+                rejected = served.session.rejected
                 for event in served.session.receive(envelope):
                     self._handle(event, served, group)
+                if served.session.rejected != rejected:
+                    self.instruments.refused(served.session.rejected - rejected)
                 if served.session.has_data():
                     served.pump.wake()
         except s.ProtocolError as exc:
@@ -215,6 +235,7 @@ class WorkerService:
                 served.session.refuse(
                     event.call, f"busy: {limit} calls running (max_concurrency={limit})", busy=True
                 )
+                self.instruments.refused(1, busy=True)
                 return
             self._start(event.call, event.start, served, group)
             return
@@ -284,29 +305,44 @@ class WorkerService:
 
     async def _run(self, call_id: int, start: Start, call: _Call, served: _Served) -> None:
         session = served.session
+        started = self.instruments.started()
+        outcome = "error"
         try:
             task = self._decode(start)
+            call.routine = getattr(task.callable, "__qualname__", "routine")
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
             actor_scope_var.set(served.actors)
             enter_task_deadlines(task)
             call.seen = contextvar.apply(task.context)
-            if call.steps is not None:
-                async with asyncio.timeout(task.timeout):
-                    await self._drive(call_id, task, call, served)
-                return
-            if task.timeout is None:
-                result = await invoke(task)
-            else:
-                async with asyncio.timeout(task.timeout):
+            if task.output:
+                call.output = self.instruments.capture_output(
+                    call.routine, functools.partial(_send_output, call_id, served)
+                )
+            with self.instruments.span(task, call.routine):
+                if call.steps is not None:
+                    async with asyncio.timeout(task.timeout):
+                        await self._drive(call_id, task, call, served)
+                    outcome = "ok"
+                    return
+                if task.timeout is None:
                     result = await invoke(task)
-            payload = dumps(result, what="the result", of=task.callable)
+                else:
+                    async with asyncio.timeout(task.timeout):
+                        result = await invoke(task)
+                payload = dumps(result, what="the result", of=task.callable)
+            call.flush_output()
             session.result(call_id, payload, _changes(call))
+            outcome = "ok"
         except asyncio.CancelledError:
+            outcome = "cancelled"
+            call.flush_output()
             if call.stopped:  # not the caller's doing: tell it why
                 session.error(call_id, encode_exception(self._stopped_error()))
             raise
         except BaseException as exc:  # the caller gets every failure, typed
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
+            call.flush_output()
             try:
                 context = _changes(call)
             except SerializationError:  # the failure at hand matters more
@@ -314,6 +350,7 @@ class WorkerService:
             session.error(call_id, encode_exception(exc), context)
         finally:
             served.pump.wake()
+            self.instruments.ended(call.routine, outcome, started)
 
     def _stopped_error(self) -> RpcError:
         return RpcError(
@@ -347,11 +384,13 @@ class WorkerService:
                 try:
                     value = await self._step(agen, kind, payload)
                 except StopAsyncIteration:
+                    call.flush_output()
                     session.done(call_id, _changes(call))
                     return
                 payload = dumps(value, what="a value yielded", of=task.callable)
                 session.item(call_id, payload, _changes(call))
                 pump.wake()
+                self.instruments.item(call.routine)
                 credit = max(credit - 1, 0)
         finally:
             with contextlib.suppress(RuntimeError, StopAsyncIteration):
@@ -380,6 +419,8 @@ class WorkerService:
         Callers then move new calls elsewhere before discovery says anything;
         a Start already on its way is refused, which is safe to retry.
         """
+        if not self._draining:
+            log.info("draining: refusing new calls, %d running", self.running)
         self._draining = True
         for served in self._served:
             served.session.drain()

@@ -14,11 +14,20 @@ class StepKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STEP_THROW: _ClassVar[StepKind]
     STEP_CLOSE: _ClassVar[StepKind]
     STEP_CREDIT: _ClassVar[StepKind]
+
+class OutputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_STDOUT: _ClassVar[OutputKind]
+    OUTPUT_STDERR: _ClassVar[OutputKind]
+    OUTPUT_LOG: _ClassVar[OutputKind]
 STEP_NEXT: StepKind
 STEP_SEND: StepKind
 STEP_THROW: StepKind
 STEP_CLOSE: StepKind
 STEP_CREDIT: StepKind
+OUTPUT_STDOUT: OutputKind
+OUTPUT_STDERR: OutputKind
+OUTPUT_LOG: OutputKind
 
 class Envelope(_message.Message):
     __slots__ = ("frames", "load")
@@ -39,7 +48,7 @@ class Load(_message.Message):
     def __init__(self, running: _Optional[int] = ..., capacity: _Optional[int] = ..., loop_lag: _Optional[float] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("call", "hello", "start", "step", "cancel", "ack", "value", "done", "error", "reject", "drain")
+    __slots__ = ("call", "hello", "start", "step", "cancel", "ack", "value", "done", "error", "reject", "drain", "output")
     CALL_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +60,7 @@ class Frame(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REJECT_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     call: int
     hello: Hello
     start: Start
@@ -62,7 +72,8 @@ class Frame(_message.Message):
     error: Error
     reject: Reject
     drain: Drain
-    def __init__(self, call: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., start: _Optional[_Union[Start, _Mapping]] = ..., step: _Optional[_Union[Step, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
+    output: Output
+    def __init__(self, call: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., start: _Optional[_Union[Start, _Mapping]] = ..., step: _Optional[_Union[Step, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol", "peer")
@@ -73,7 +84,7 @@ class Hello(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., peer: _Optional[str] = ...) -> None: ...
 
 class Start(_message.Message):
-    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt", "context", "chain")
+    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt", "context", "chain", "output", "traceparent")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     ROUTINE_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +98,8 @@ class Start(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     caller: str
     routine: bytes
@@ -100,7 +113,9 @@ class Start(_message.Message):
     attempt: int
     context: bytes
     chain: str
-    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ..., context: _Optional[bytes] = ..., chain: _Optional[str] = ...) -> None: ...
+    output: bool
+    traceparent: str
+    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ..., context: _Optional[bytes] = ..., chain: _Optional[str] = ..., output: _Optional[bool] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("kind", "payload", "credit")
@@ -154,6 +169,26 @@ class Drain(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Output(_message.Message):
+    __slots__ = ("kind", "text", "logger", "level", "routine", "pid", "host", "worker")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LOGGER_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ROUTINE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    kind: OutputKind
+    text: str
+    logger: str
+    level: int
+    routine: str
+    pid: int
+    host: str
+    worker: str
+    def __init__(self, kind: _Optional[_Union[OutputKind, str]] = ..., text: _Optional[str] = ..., logger: _Optional[str] = ..., level: _Optional[int] = ..., routine: _Optional[str] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., worker: _Optional[str] = ...) -> None: ...
+
 class StopRequest(_message.Message):
     __slots__ = ("grace",)
     GRACE_FIELD_NUMBER: _ClassVar[int]
@@ -171,7 +206,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeReply(_message.Message):
-    __slots__ = ("uid", "address", "host", "pid", "tags", "secure", "version", "protocol", "python", "cloudpickle", "draining", "options")
+    __slots__ = ("uid", "address", "host", "pid", "tags", "secure", "version", "protocol", "python", "cloudpickle", "draining", "options", "in_flight", "completed", "failed", "uptime", "rss")
     class OptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +226,11 @@ class DescribeReply(_message.Message):
     CLOUDPICKLE_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_FIELD_NUMBER: _ClassVar[int]
+    RSS_FIELD_NUMBER: _ClassVar[int]
     uid: str
     address: str
     host: str
@@ -203,4 +243,9 @@ class DescribeReply(_message.Message):
     cloudpickle: str
     draining: bool
     options: _containers.ScalarMap[str, str]
-    def __init__(self, uid: _Optional[str] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., secure: _Optional[bool] = ..., version: _Optional[str] = ..., protocol: _Optional[int] = ..., python: _Optional[str] = ..., cloudpickle: _Optional[str] = ..., draining: _Optional[bool] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    in_flight: int
+    completed: int
+    failed: int
+    uptime: float
+    rss: int
+    def __init__(self, uid: _Optional[str] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., pid: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., secure: _Optional[bool] = ..., version: _Optional[str] = ..., protocol: _Optional[int] = ..., python: _Optional[str] = ..., cloudpickle: _Optional[str] = ..., draining: _Optional[bool] = ..., options: _Optional[_Mapping[str, str]] = ..., in_flight: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., uptime: _Optional[float] = ..., rss: _Optional[int] = ...) -> None: ...

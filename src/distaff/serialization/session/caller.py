@@ -26,6 +26,7 @@ import itertools
 from typing import Any
 
 from ..wire import PROTOCOL_VERSION, Envelope, split_oversized
+from ..wire import Output as OutputFrame
 
 
 class Phase(enum.Enum):
@@ -62,6 +63,8 @@ class StartFields:
     attempt: int = 0
     context: bytes = b""
     chain: str = ""
+    output: bool = False
+    traceparent: str = ""
 
 
 # Events: what the driver learns from the session. ``owner`` is whatever the
@@ -96,6 +99,15 @@ class Item:
     owner: Any
     payload: bytes
     context: bytes = b""  # ContextVar values the routine changed, pickled
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Output:
+    """The call printed or logged something (not final; the call goes on)."""
+
+    call: int
+    owner: Any
+    output: OutputFrame
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,7 +158,7 @@ class Lost:
     may_have_run: bool
 
 
-Event = Ready | Draining | Accepted | Item | Result | Done | Failed | Refused | Lost
+Event = Ready | Draining | Accepted | Item | Output | Result | Done | Failed | Refused | Lost
 FINAL = (Result, Done, Failed, Refused, Lost)
 
 
@@ -246,6 +258,10 @@ class CallerSession:
             start.context = fields.context
         if fields.chain:
             start.chain = fields.chain
+        if fields.output:
+            start.output = True
+        if fields.traceparent:
+            start.traceparent = fields.traceparent
         self._calls[call] = _Call(owner, fields.generator)
         self._queued.append(call)
         return call
@@ -358,6 +374,9 @@ class CallerSession:
                 state.phase = Phase.ACCEPTED
                 events.append(Accepted(call, state.owner))
             if kind == "ack":
+                continue
+            if kind == "output":
+                events.append(Output(call, state.owner, frame.output))
                 continue
             if kind == "value":
                 value = frame.value

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from ..wire import PROTOCOL_VERSION, Envelope, Frame, Start, Step, split_oversized
+from ..wire import PROTOCOL_VERSION, Envelope, Frame, Output, Start, Step, split_oversized
 from .caller import ProtocolError
 
 
@@ -63,6 +63,7 @@ class WorkerSession:
         self._calls: dict[int, _State] = {}
         self._highest = 0  # call ids only grow: one at or below it is a replay
         self._pending = Envelope()
+        self.rejected = 0  # calls refused without starting
 
     @property
     def open_calls(self) -> int:
@@ -112,6 +113,7 @@ class WorkerSession:
                 self._highest = call
                 if self.draining:
                     self._final(call).reject.reason = "the worker is draining"
+                    self.rejected += 1
                     continue
                 self._calls[call] = _State.RUNNING
                 events.append(Started(call, frame.start))
@@ -144,6 +146,13 @@ class WorkerSession:
             value.payload = payload
             if context:
                 value.context = context
+
+    def output(self, call: int, output: Output) -> None:
+        """The call printed or logged ``output``; dropped once the call has ended."""
+        if call in self._calls:
+            frame = self._pending.frames.add()
+            frame.call = call
+            frame.output.CopyFrom(output)
 
     def result(self, call: int, payload: bytes, context: bytes = b"") -> None:
         """Final: a coroutine call returned ``payload``."""
