@@ -7,12 +7,14 @@ then big-endian: publisher pid u32, its start time in clock ticks u64, its PID n
 moved into place with ``os.replace``, so readers never see a partial record; per uid the last
 writer wins.
 
-Subscribers poll the directory every ``poll_interval`` (25 ms by default), reading only files
-whose inode, size or times changed. Whenever a file is read, and every ``LIVENESS_INTERVAL``
-(250 ms), its publisher is checked: a pid that no longer exists, or now belongs to a younger
-process, makes its workers dropped and the stale file is removed. So a crashed publisher's workers
-disappear within ~300 ms (one liveness interval plus one poll). Files from another PID namespace
-are never judged stale. POSIX only.
+Subscribers wait, on Linux, for inotify to report a changed name in the directory and for a
+pidfd to report that a publisher exited: an idle subscription makes no system call, and a change
+or a crash is seen at once. A file is read only when its inode, size or times changed, and its
+publisher is checked then: a pid that no longer exists, or now belongs to a younger process, makes
+its workers dropped and the stale file is removed. Files from another PID namespace are never
+judged stale. Without inotify (another OS) subscribers poll every ``poll_interval`` (25 ms by
+default) after a change, backing off to 1 s while nothing changes, and without pidfds they check
+the publishers every ``LIVENESS_INTERVAL`` (250 ms). POSIX only.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from typing import Self
 
 from ... import _checks
 from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
+from ._watch import Changes, Watch
 from .base import DiscoveryEvent, DiscoveryEventType
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.025
 LIVENESS_INTERVAL = 0.25
+_QUIET_POLL = 1.0  # the longest pause between polls (without inotify) while nothing changes
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _MAGIC = b"DSTF\x01"
 _HEADER = struct.Struct(">5sIQQ")  # magic, pid, start ticks, PID namespace inode
@@ -213,30 +217,20 @@ class _Scanner:
         self.entries: dict[str, _Entry] = {}
         self.own_pidns = _pid_namespace()
 
-    def scan(self, check_liveness: bool) -> dict[str, WorkerMetadata]:
-        fresh: set[str] = set()
-        seen: set[str] = set()
-        try:
-            it = os.scandir(self.directory)
-        except FileNotFoundError:
-            self.entries.clear()
-            return {}
-        with it:
-            for item in it:
-                name = item.name
-                if name.startswith(".") or not name.endswith(_SUFFIX):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    st = item.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode):
-                        seen.add(name)
-                        entry = self.entries.get(name)
-                        if entry is None or entry.signature != _signature(st):
-                            self.entries[name] = self._load(item.path, st)
-                            fresh.add(name)
-        for name in self.entries.keys() - seen:
-            del self.entries[name]
-        self._reap(self.entries.keys() if check_liveness else fresh)
+    def scan(
+        self, check_liveness: bool, names: set[str] | None = None, exited: set[int] | None = None
+    ) -> dict[str, WorkerMetadata]:
+        """Look again at ``names`` (None: the whole directory); return the live workers.
+
+        Files are read only when new or changed; their publishers are checked then, those
+        of every file when ``check_liveness``, and those in ``exited`` are known dead.
+        """
+        fresh = self._look(names) if names is not None else self._look_all()
+        if check_liveness:
+            fresh = set(self.entries)
+        elif exited:
+            fresh |= {n for n, e in self.entries.items() if e.owner and e.owner[0] in exited}
+        self._reap(fresh)
         current: dict[str, tuple[int, WorkerMetadata]] = {}
         for entry in self.entries.values():
             if entry.alive and entry.metadata is not None:
@@ -244,6 +238,40 @@ class _Scanner:
                 if uid not in current or current[uid][0] < entry.signature[2]:
                     current[uid] = (entry.signature[2], entry.metadata)
         return {uid: meta for uid, (_, meta) in current.items()}
+
+    def owners(self) -> set[_Owner]:
+        """The publishers of the live files."""
+        return {e.owner for e in self.entries.values() if e.alive and e.owner is not None}
+
+    def _look_all(self) -> set[str]:
+        try:
+            it = os.scandir(self.directory)
+        except FileNotFoundError:
+            self.entries.clear()
+            return set()
+        with it:
+            names = {i.name for i in it if not i.name.startswith(".") and i.name.endswith(_SUFFIX)}
+        return self._look(names | self.entries.keys())
+
+    def _look(self, names: Iterable[str]) -> set[str]:
+        fresh: set[str] = set()
+        for name in names:
+            if name.startswith(".") or not name.endswith(_SUFFIX):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                self.entries.pop(name, None)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self.entries.pop(name, None)
+                continue
+            entry = self.entries.get(name)
+            if entry is None or entry.signature != _signature(st):
+                self.entries[name] = self._load(path, st)
+                fresh.add(name)
+        return fresh
 
     def _load(self, path: str, st: os.stat_result) -> _Entry:
         entry = _Entry(_signature(st))
@@ -299,27 +327,78 @@ class LocalSubscriber:
 
     async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
         scanner = _Scanner(self.directory)
-        known: dict[str, WorkerMetadata] = {}
+        watch = Watch(self.directory)
+        try:
+            known: dict[str, WorkerMetadata] = {}
+            async for changes, check in self._changes(scanner, watch):
+                names = None if changes.rescan else changes.names
+                current = scanner.scan(check, names, changes.exited)
+                for event in _diff(known, current):
+                    yield event
+                known = current
+        finally:
+            watch.close()
+
+    async def _changes(
+        self, scanner: _Scanner, watch: Watch
+    ) -> AsyncIterator[tuple[Changes, bool]]:
+        """What to look at next, and whether to check every publisher's liveness.
+
+        With inotify and pidfds this waits for as long as nothing happens. Without them it
+        polls: every ``poll_interval`` after a change, backing off to ``_QUIET_POLL`` while
+        nothing changes, and checks liveness every ``LIVENESS_INTERVAL``.
+        """
         loop = asyncio.get_running_loop()
         next_liveness = loop.time()
+        pause = self.poll_interval
+        changes = Changes()  # the first look is a full scan
+        unfollowed = False
         while True:
-            check, now = False, loop.time()
-            if now >= next_liveness:
-                check, next_liveness = True, now + LIVENESS_INTERVAL
-            current = scanner.scan(check)
-            events = [
-                DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])
-                for uid in sorted(known.keys() - current.keys())
-            ]
-            for uid, meta in sorted(current.items()):
-                if uid not in known:
-                    events.append(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, meta))
-                elif known[uid] != meta:
-                    events.append(DiscoveryEvent(DiscoveryEventType.WORKER_UPDATED, meta))
-            known = current
-            for event in events:
-                yield event
-            await asyncio.sleep(self.poll_interval)
+            watch.arm()
+            check = unfollowed and loop.time() >= next_liveness
+            if check:
+                next_liveness = loop.time() + LIVENESS_INTERVAL
+            polling = not watch.armed
+            changes.rescan |= polling
+            before = _signatures(scanner)
+            yield changes, check
+            unfollowed = _follow_owners(watch, scanner)
+            changed = _signatures(scanner) != before
+            pause = self.poll_interval if changed else min(pause * 2, _QUIET_POLL)
+            timeout = pause if polling else None
+            if unfollowed:
+                wait = max(0.0, next_liveness - loop.time())
+                timeout = wait if timeout is None else min(timeout, wait)
+            changes = await watch.wait(timeout)
+
+
+def _signatures(scanner: _Scanner) -> dict[str, tuple[_Signature, bool]]:
+    return {name: (e.signature, e.alive) for name, e in scanner.entries.items()}
+
+
+def _follow_owners(watch: Watch, scanner: _Scanner) -> bool:
+    """Wake ``watch`` when a publisher exits; True if some cannot be followed (poll them)."""
+    own = scanner.own_pidns
+    pids = {pid for pid, _, pidns in scanner.owners() if not (pidns and own and pidns != own)}
+    for pid in watch.followed - pids:
+        watch.unfollow(pid)
+    followed = [watch.follow(pid) for pid in pids]  # every pid, not up to the first failure
+    return not all(followed)
+
+
+def _diff(
+    known: dict[str, WorkerMetadata], current: dict[str, WorkerMetadata]
+) -> list[DiscoveryEvent]:
+    events = [
+        DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])
+        for uid in sorted(known.keys() - current.keys())
+    ]
+    for uid, meta in sorted(current.items()):
+        if uid not in known:
+            events.append(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, meta))
+        elif known[uid] != meta:
+            events.append(DiscoveryEvent(DiscoveryEventType.WORKER_UPDATED, meta))
+    return events
 
 
 class LocalDiscovery:
@@ -328,7 +407,8 @@ class LocalDiscovery:
     Args:
         namespace: isolates groups of workers (see ``validate_namespace``).
         root: directory holding the namespaces (default: ``default_root()``).
-        poll_interval: seconds between a subscriber's directory scans.
+        poll_interval: seconds between a subscriber's directory scans right after a change,
+            where it has to poll (no inotify).
 
     Raises:
         TypeError, ValueError: a bad namespace, root or poll interval.

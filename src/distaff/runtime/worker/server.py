@@ -186,7 +186,8 @@ class Worker:
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             self._service.address = self.metadata.address
             self._health.set_serving(True)
-            monitor = LoopMonitor(threshold_from_env())
+            monitor = LoopMonitor(threshold_from_env(), busy=lambda: self._service.running > 0)
+            self._service.on_busy = monitor.wake
             ready(self.metadata)
             monitor.start()
             try:

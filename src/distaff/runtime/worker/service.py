@@ -129,6 +129,7 @@ class WorkerService:
         self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.on_busy: Callable[[], None] = _nothing  # called when a call starts on an idle worker
 
     @property
     def running(self) -> int:
@@ -220,6 +221,8 @@ class WorkerService:
     def _start(self, call_id: int, start: Start, served: _Served, group: asyncio.TaskGroup) -> None:
         call = served.calls[call_id] = _Call(start.generator)
         task = call.task = group.create_task(self._run(call_id, start, call, served))
+        if not self._running:
+            self.on_busy()
         self._running.add(task)
         self._idle.clear()
         task.add_done_callback(lambda t: self._done(t, call_id, served))
@@ -397,3 +400,7 @@ class WorkerService:
         for served in self._served:
             served.ended.set()
         await self._no_sessions.wait()
+
+
+def _nothing() -> None:
+    pass
