@@ -73,6 +73,9 @@ class WorkerProxy:
             only plaintext workers. Credentials are never pickled: a proxy
             restored on a worker uses that worker's own.
         secure: admit TLS workers; defaults to ``credentials is not None``.
+        subset: once restored on a worker, dispatch through the pool's
+            balancer to at most this many workers, a random subset (None:
+            all); calls pinned to one worker still reach any worker.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class WorkerProxy:
         credentials: WorkerCredentials | None = None,
         secure: bool | None = None,
         id: str | None = None,
+        subset: int | None = None,
     ) -> None:
         self.id = id or uuid.uuid4().hex
         self._discovery = discovery
@@ -102,6 +106,8 @@ class WorkerProxy:
         self.wait = wait
         self.secure = credentials is not None if secure is None else secure
         self.credentials = credentials
+        self.subset = subset
+        self._restored = False  # a copy shipped to a worker: it keeps to a subset
         self.last_used = time.monotonic()  # of the latest dispatch
         self._state = ProxyState.NEW
         self._admission = Admission()
@@ -125,6 +131,7 @@ class WorkerProxy:
                 self.lease,
                 self.wait,
                 self.secure,
+                self.subset,
             ),
         )
 
@@ -200,6 +207,7 @@ class WorkerProxy:
             lease=self.lease,
             connect=self._connect,
             forget=self._admission.forget,
+            subset=self.subset if self._restored else None,
         )
         self._state = ProxyState.RUNNING
 
@@ -318,7 +326,7 @@ class WorkerProxy:
             if self._delegating:
                 return await self._delegate_dispatch(membership, task, deadline)
             stream: AsyncIterator[Any] = await self._balancer.dispatch(
-                task, context=membership.context, timeout=timeout
+                task, context=membership.preferred, timeout=timeout
             )
             return stream
         finally:
@@ -370,7 +378,7 @@ class WorkerProxy:
         self, membership: Membership, task: Task, deadline: float | None
     ) -> RemoteCall:
         """The seed's loop: dispatch to each candidate; skip, evict, or hand over."""
-        candidates = self._balancer.delegate(context=membership.context)
+        candidates = self._balancer.delegate(context=membership.preferred)
         busy = True
         try:
             try:
@@ -475,8 +483,9 @@ def _restore_proxy(
     lease: int | None,
     wait: float,
     secure: bool,
+    subset: int | None = None,
 ) -> WorkerProxy:
-    return WorkerProxy(
+    proxy = WorkerProxy(
         discovery,
         loadbalancer=loadbalancer,
         tags=tags,
@@ -485,4 +494,7 @@ def _restore_proxy(
         wait=wait,
         secure=secure,
         id=id,
+        subset=subset,
     )
+    proxy._restored = True
+    return proxy

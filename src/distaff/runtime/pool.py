@@ -24,6 +24,8 @@ from .worker.supervisor import WorkerSupervisor
 
 # how long spawned workers may take to appear in the pool's own discovery
 JOIN_TIMEOUT = 30.0
+# how many workers a routine's nested calls spread over, from inside a worker
+DEFAULT_SUBSET = 16
 
 
 class WorkerPool:
@@ -57,6 +59,11 @@ class WorkerPool:
             after a back-off that doubles with each failure in a row; after 5
             in a row its slot is given up with a warning on the
             ``distaff.pool`` logger. False: a dead worker is not replaced.
+        subset: the most workers that nested calls made from inside one
+            worker spread over: each worker keeps to its own random subset
+            of this size, so a pool of N workers holds about N * subset
+            connections instead of N * N. None: every worker. Calls pinned
+            to one worker (actors) still reach it.
 
     Spawned workers start with the caller's ``sys.path`` as it is when the
     pool starts (restarted ones too), and its environment. Leaving the block
@@ -81,6 +88,7 @@ class WorkerPool:
         credentials: WorkerCredentials | None = None,
         max_concurrency: int | None = None,
         restart: bool = True,
+        subset: int | None = DEFAULT_SUBSET,
     ) -> None:
         self.tags = _checks.tags(tags)
         if isinstance(discovery, str):
@@ -118,6 +126,7 @@ class WorkerPool:
             lazy=_checks.flag("lazy", lazy),
             wait=_checks.seconds("wait", wait),
             credentials=credentials,
+            subset=_checks.integer("subset", subset, minimum=1),
         )
         self._token: contextvars.Token[WorkerProxy | None] | None = None
 
