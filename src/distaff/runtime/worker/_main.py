@@ -48,8 +48,8 @@ async def _serve(config: object, ready_fd: int) -> None:
     await worker.run(ready)
 
 
-def main() -> None:
-    ready_fd = int(sys.argv[1])
+def run(ready_fd: int) -> int:
+    """Read the config from stdin, serve until stopped; return the exit status."""
     try:
         config = _read_config()
         asyncio.run(_serve(config, ready_fd))
@@ -59,7 +59,12 @@ def main() -> None:
             os.write(ready_fd, b"ER" + message)
         except OSError:  # already reported ready: the failure came later
             sys.stderr.write(message.decode())
-        sys.exit(1)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(int(sys.argv[1])))
 
 
 if __name__ == "__main__":
