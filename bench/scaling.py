@@ -50,34 +50,79 @@ def sockets(pid: int) -> int:
     return count
 
 
+def _pss_mib(pid: int) -> float:
+    """Proportional set size: pages shared with the template count shared."""
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / MIB
+    return float("nan")
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its reaped descendants."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _family(pids: list[int]) -> list[int]:
+    """The workers and, when they were forked from one, their template."""
+    parents = set()
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{pid}/stat") as f:
+            parents.add(int(f.read().rsplit(")", 1)[1].split()[1]))
+    return [*pids, *(parents - {os.getpid()})]
+
+
 def _cpu(pids: list[int]) -> dict[int, float]:
     return {pid: cpu_seconds(pid) or 0.0 for pid in pids}
 
 
-async def measure(spawn: int, idle: float) -> dict[str, Any]:
+def _exact_cpu(pid: int) -> float:
+    """CPU seconds of all threads of ``pid`` (ns resolution, from schedstat), 0 if gone."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(OSError, ValueError),
+                open(f"/proc/{pid}/task/{tid}/schedstat") as f,
+            ):
+                total += int(f.read().split()[0])
+    return total / 1e9
+
+
+async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]:
     """One pool of ``spawn`` workers: start, fan-out, idle, stop."""
     import distaff
 
     from . import scaling_routines
 
-    started = time.perf_counter()
-    pool = distaff.WorkerPool(spawn=spawn, lazy=False)
+    started, cpu0 = time.perf_counter(), _own_cpu()
+    pool = distaff.WorkerPool(spawn=spawn, lazy=False, **_subset_arg(subset))
     await pool.__aenter__()
-    result: dict[str, Any] = {"spawn": spawn, "start_s": time.perf_counter() - started}
+    result: dict[str, Any] = {
+        "spawn": spawn,
+        "subset": pool.proxy.subset,
+        "start_s": time.perf_counter() - started,
+    }
     try:
         pids = pool.pids
+        family = _family(pids)
+        result["start_cpu_s"] = _own_cpu() - cpu0 + sum(_exact_cpu(pid) for pid in family)
         done = await asyncio.gather(*(scaling_routines.fan(4 * spawn) for _ in range(spawn)))
         if sum(done) != 4 * spawn * spawn:
             raise AssertionError(f"fan-out made {sum(done)} nested calls")
         await asyncio.sleep(1.0)  # let connection setup settle
         per_worker = sorted(sockets(pid) for pid in pids)
         rss = sorted((rss_kib(pid) or 0) / MIB for pid in pids)
+        pss = sorted(_pss_mib(pid) for pid in pids)
         result |= {
             "worker_sockets_p50": percentile(per_worker, 50),
             "worker_sockets_max": float(per_worker[-1]),
             "caller_sockets": float(sockets(os.getpid())),
             "worker_rss_mib_p50": percentile(rss, 50),
             "worker_rss_mib_max": rss[-1],
+            "worker_pss_mib_p50": percentile(pss, 50),
             "caller_rss_mib": (rss_kib(os.getpid()) or 0) / MIB,
         }
         me = os.getpid()
@@ -94,20 +139,33 @@ async def measure(spawn: int, idle: float) -> dict[str, Any]:
         }
     finally:
         written = os.lseek(2, 0, os.SEEK_END)
+        family = _family(pool.pids)
+        before = sum(_exact_cpu(pid) for pid in family)
+        cpu0, own0 = _own_cpu(), time.process_time()
         stopping = time.perf_counter()
         await pool.__aexit__(None, None, None)
         result["stop_s"] = time.perf_counter() - stopping
+        # the workers' CPU reaches us through the template's (or our own) children times
+        result["stop_cpu_s"] = _own_cpu() - cpu0 - before
+        result["stop_cpu_caller_s"] = time.process_time() - own0
         result["teardown_stderr"] = os.pread(2, 1 << 16, written).decode(errors="replace")
     return result
 
 
-def one(spawn: int, idle: float) -> None:
+def _subset_arg(subset: int | None) -> dict[str, Any]:
+    """WorkerPool's keyword: None keeps its default; 0 means every worker."""
+    if subset is None:
+        return {}
+    return {"subset": subset or None}
+
+
+def one(spawn: int, idle: float, subset: int | None) -> None:
     """Run one size in this process (its workers share its stderr, a file); print JSON."""
     with tempfile.TemporaryFile() as err:
         saved = os.dup(2)
         os.dup2(err.fileno(), 2)
         try:
-            record = asyncio.run(measure(spawn, idle))
+            record = asyncio.run(measure(spawn, idle, subset))
         finally:
             os.dup2(saved, 2)
             err.seek(0)
@@ -115,13 +173,16 @@ def one(spawn: int, idle: float) -> None:
     print(json.dumps(record))
 
 
-def _run_one(spawn: int, idle: float) -> dict[str, Any]:
+def _run_one(spawn: int, idle: float, subset: int | None) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(BENCH_DIR.parent), env.get("PYTHONPATH", "")) if p
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.scaling", "--one", str(spawn), "--idle", str(idle)],
+        [
+            *(sys.executable, "-m", "bench.scaling", "--one", str(spawn), "--idle", str(idle)),
+            *(() if subset is None else ("--subset", str(subset))),
+        ],
         cwd=BENCH_DIR.parent,
         env=env,
         capture_output=True,
@@ -130,7 +191,7 @@ def _run_one(spawn: int, idle: float) -> dict[str, Any]:
         start_new_session=True,
     )
     if proc.returncode != 0:
-        return {"spawn": spawn, "ok": False, "error": proc.stderr[-2000:]}
+        return {"spawn": spawn, "subset": subset, "ok": False, "error": proc.stderr[-2000:]}
     record: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     record["ok"] = True
     record["stderr"] = proc.stderr[-2000:]
@@ -141,21 +202,25 @@ def table(runs: list[dict[str, Any]]) -> str:
     """Markdown: one row per run."""
     out = io.StringIO()
     out.write(
-        "| spawn | start s | stop s | stderr at stop | caller idle % core | worker idle % core"
-        " p50/max | sockets per worker p50/max | worker RSS MiB p50 | caller RSS MiB |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "| spawn | subset | start s (CPU s) | stop s (CPU s) | stderr at stop"
+        " | caller idle % core | worker idle % core p50/max | sockets per worker p50/max"
+        " | worker RSS / PSS MiB p50 | caller RSS MiB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in runs:
         if not r["ok"]:
-            out.write(f"| {r['spawn']} | failed | | | | | | | |\n")
+            out.write(f"| {r['spawn']} | {r.get('subset')} | failed | | | | | | | |\n")
             continue
         out.write(
-            f"| {r['spawn']} | {r['start_s']:.2f} | {r['stop_s']:.2f} |"
+            f"| {r['spawn']} | {r['subset'] or 'all'} |"
+            f" {r['start_s']:.2f} ({r['start_cpu_s']:.2f}) |"
+            f" {r['stop_s']:.2f} ({r['stop_cpu_s']:.2f}) |"
             f" {'yes' if r['teardown_stderr'].strip() else 'none'} |"
             f" {r['caller_idle_cpu_pct']:.2f} |"
             f" {r['worker_idle_cpu_pct_p50']:.2f} / {r['worker_idle_cpu_pct_max']:.2f} |"
             f" {r['worker_sockets_p50']:.0f} / {r['worker_sockets_max']:.0f} |"
-            f" {r['worker_rss_mib_p50']:.1f} | {r['caller_rss_mib']:.1f} |\n"
+            f" {r['worker_rss_mib_p50']:.1f} / {r['worker_pss_mib_p50']:.1f} |"
+            f" {r['caller_rss_mib']:.1f} |\n"
         )
     return out.getvalue()
 
@@ -166,13 +231,18 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument(
+        "--subset", type=int, help="WorkerPool(subset=...) (0: every worker; default: its default)"
+    )
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
     args = parser.parse_args()
     if args.one is not None:
-        one(args.one, args.idle)
+        one(args.one, args.idle, args.subset)
         return
     runs = [
-        _run_one(int(size), args.idle) for _ in range(args.reps) for size in args.sizes.split(",")
+        _run_one(int(size), args.idle, args.subset)
+        for _ in range(args.reps)
+        for size in args.sizes.split(",")
     ]
     load = os.getloadavg()
     out = Path(args.out)

@@ -199,6 +199,9 @@ class Worker:
                 monitor.stop()
             self._service.refuse_new_calls()
             self._health.set_serving(False)
+            # shipped proxies with nothing in flight stop following the pool now,
+            # rather than each watching every other worker of a stopping pool go
+            await self._proxies.stop_idle(0.0)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
             await self._service.drain(config.grace)
             await self._proxies.aclose()
