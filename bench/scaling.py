@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import cpu_seconds, percentile, rss_kib
+from .common import percentile, rss_kib
 
 BENCH_DIR = Path(__file__).resolve().parent
 SIZES = (2, 8, 16, 32)
@@ -74,8 +74,8 @@ def _family(pids: list[int]) -> list[int]:
     return [*pids, *(parents - {os.getpid()})]
 
 
-def _cpu(pids: list[int]) -> dict[int, float]:
-    return {pid: cpu_seconds(pid) or 0.0 for pid in pids}
+def _exact(pids: list[int]) -> dict[int, float]:
+    return {pid: _exact_cpu(pid) for pid in pids}
 
 
 def _exact_cpu(pid: int) -> float:
@@ -102,13 +102,15 @@ async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]
     await pool.__aenter__()
     result: dict[str, Any] = {
         "spawn": spawn,
-        "subset": pool.proxy.subset,
+        "subset": getattr(pool.proxy, "subset", None),
         "start_s": time.perf_counter() - started,
     }
     try:
         pids = pool.pids
         family = _family(pids)
         result["start_cpu_s"] = _own_cpu() - cpu0 + sum(_exact_cpu(pid) for pid in family)
+        await asyncio.gather(*(scaling_routines.noop() for _ in range(2 * spawn)))
+        result |= await _idle(pids, idle, "")
         done = await asyncio.gather(*(scaling_routines.fan(4 * spawn) for _ in range(spawn)))
         if sum(done) != 4 * spawn * spawn:
             raise AssertionError(f"fan-out made {sum(done)} nested calls")
@@ -125,18 +127,7 @@ async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]
             "worker_pss_mib_p50": percentile(pss, 50),
             "caller_rss_mib": (rss_kib(os.getpid()) or 0) / MIB,
         }
-        me = os.getpid()
-        before, t0 = _cpu([me, *pids]), time.perf_counter()
-        await asyncio.sleep(idle)
-        after, elapsed = _cpu([me, *pids]), time.perf_counter() - t0
-        share = {pid: 100.0 * (after[pid] - before[pid]) / elapsed for pid in before}
-        workers = sorted(share[pid] for pid in pids)
-        result |= {
-            "idle_s": elapsed,
-            "caller_idle_cpu_pct": share[me],
-            "worker_idle_cpu_pct_p50": percentile(workers, 50),
-            "worker_idle_cpu_pct_max": workers[-1],
-        }
+        result |= await _idle(pids, idle, "nested_")
     finally:
         written = os.lseek(2, 0, os.SEEK_END)
         family = _family(pool.pids)
@@ -150,6 +141,21 @@ async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]
         result["stop_cpu_caller_s"] = time.process_time() - own0
         result["teardown_stderr"] = os.pread(2, 1 << 16, written).decode(errors="replace")
     return result
+
+
+async def _idle(pids: list[int], idle: float, prefix: str) -> dict[str, float]:
+    """CPU of the caller and each worker over ``idle`` seconds of doing nothing, in % of a core."""
+    me = os.getpid()
+    before, t0 = _exact([me, *pids]), time.perf_counter()
+    await asyncio.sleep(idle)
+    after, elapsed = _exact([me, *pids]), time.perf_counter() - t0
+    share = {pid: 100.0 * (after[pid] - before[pid]) / elapsed for pid in before}
+    workers = sorted(share[pid] for pid in pids)
+    return {
+        f"{prefix}caller_idle_cpu_pct": share[me],
+        f"{prefix}worker_idle_cpu_pct_p50": percentile(workers, 50),
+        f"{prefix}worker_idle_cpu_pct_max": workers[-1],
+    }
 
 
 def _subset_arg(subset: int | None) -> dict[str, Any]:
@@ -198,26 +204,32 @@ def _run_one(spawn: int, idle: float, subset: int | None) -> dict[str, Any]:
     return record
 
 
+def _idle_cell(r: dict[str, Any], prefix: str) -> str:
+    caller = r[f"{prefix}caller_idle_cpu_pct"]
+    p50, top = r[f"{prefix}worker_idle_cpu_pct_p50"], r[f"{prefix}worker_idle_cpu_pct_max"]
+    return f"{caller:.2f}, {p50:.2f} / {top:.2f}"
+
+
 def table(runs: list[dict[str, Any]]) -> str:
     """Markdown: one row per run."""
     out = io.StringIO()
     out.write(
         "| spawn | subset | start s (CPU s) | stop s (CPU s) | stderr at stop"
-        " | caller idle % core | worker idle % core p50/max | sockets per worker p50/max"
+        " | idle % core: caller, worker p50/max | the same after nested calls"
+        " | sockets per worker p50/max"
         " | worker RSS / PSS MiB p50 | caller RSS MiB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in runs:
         if not r["ok"]:
-            out.write(f"| {r['spawn']} | {r.get('subset')} | failed | | | | | | | |\n")
+            out.write(f"| {r['spawn']} | {r.get('subset')} | failed | | | | | | | | |\n")
             continue
         out.write(
             f"| {r['spawn']} | {r['subset'] or 'all'} |"
             f" {r['start_s']:.2f} ({r['start_cpu_s']:.2f}) |"
             f" {r['stop_s']:.2f} ({r['stop_cpu_s']:.2f}) |"
             f" {'yes' if r['teardown_stderr'].strip() else 'none'} |"
-            f" {r['caller_idle_cpu_pct']:.2f} |"
-            f" {r['worker_idle_cpu_pct_p50']:.2f} / {r['worker_idle_cpu_pct_max']:.2f} |"
+            f" {_idle_cell(r, '')} | {_idle_cell(r, 'nested_')} |"
             f" {r['worker_sockets_p50']:.0f} / {r['worker_sockets_max']:.0f} |"
             f" {r['worker_rss_mib_p50']:.1f} / {r['worker_pss_mib_p50']:.1f} |"
             f" {r['caller_rss_mib']:.1f} |\n"

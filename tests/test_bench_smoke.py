@@ -129,4 +129,5 @@ def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib
     assert run["stop_s"] > 0
     assert run["worker_sockets_max"] >= 2  # the caller's connection and at least one peer's
     assert run["caller_idle_cpu_pct"] >= 0
+    assert run["nested_worker_idle_cpu_pct_max"] >= 0
     assert "| 2 |" in (tmp_path / "scaling.md").read_text()
