@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from distaff.runtime.discovery import _scan as scan_module
 from distaff.runtime.discovery import _watch as watch_module
 from distaff.runtime.discovery import local as local_module
 from distaff.runtime.discovery.base import (
@@ -264,7 +265,7 @@ async def test_malformed_files_are_skipped(
     disco: LocalDiscovery, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=local_module.__name__)
-    header = local_module._own_header()
+    header = scan_module.own_header()
     junk = {
         "garbage.worker": b"\xff" * 40,
         "badmsgpack.worker": header + b"\xc1\xc1",
@@ -285,7 +286,7 @@ async def test_malformed_files_are_skipped(
 
 async def test_reused_pid_counts_as_dead(disco: LocalDiscovery) -> None:
     """A file whose pid lives but started at another time is stale."""
-    header = bytearray(local_module._own_header())
+    header = bytearray(scan_module.own_header())
     start = int.from_bytes(header[9:17], "big")
     if start == 0:
         pytest.skip("no /proc start times on this system")
@@ -367,13 +368,13 @@ async def test_an_idle_subscription_does_not_look_at_the_directory(
     disco: LocalDiscovery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scans: list[float] = []
-    scan = local_module._Scanner.scan
+    scan = scan_module.Scanner.scan
 
     def counting_scan(self: object, *args: object) -> object:
         scans.append(time.monotonic())
         return scan(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(local_module._Scanner, "scan", counting_scan)
+    monkeypatch.setattr(scan_module.Scanner, "scan", counting_scan)
     async with disco.publisher() as pub, subscribe(disco.subscriber()) as it:
         await pub.publish(added(meta("w1")))
         assert await next_event(it) == added(meta("w1"))

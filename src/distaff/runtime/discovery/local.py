@@ -26,15 +26,14 @@ import hashlib
 import logging
 import os
 import re
-import stat
-import struct
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Self
 
 from ... import _checks
-from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
+from ...serialization.metadata import WorkerMetadata, encode_metadata
+from ._scan import SUFFIX, Scanner, Signature, own_header
 from ._watch import Changes, Watch
 from .base import DiscoveryEvent, DiscoveryEventType
 
@@ -44,12 +43,6 @@ DEFAULT_POLL_INTERVAL = 0.025
 LIVENESS_INTERVAL = 0.25
 _QUIET_POLL = 1.0  # the longest pause between polls (without inotify) while nothing changes
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_MAGIC = b"DSTF\x01"
-_HEADER = struct.Struct(">5sIQQ")  # magic, pid, start ticks, PID namespace inode
-_SUFFIX = ".worker"
-
-_Owner = tuple[int, int, int]  # pid, start ticks, PID namespace inode
-_Signature = tuple[int, int, int, int]
 
 
 def validate_namespace(namespace: str) -> str:
@@ -82,55 +75,8 @@ def default_root() -> str:
 
 def _file_name(uid: str) -> str:
     if _NAME_RE.fullmatch(uid):
-        return uid + _SUFFIX
-    return "=" + hashlib.sha256(uid.encode()).hexdigest()[:40] + _SUFFIX
-
-
-def _signature(st: os.stat_result) -> _Signature:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _start_ticks(pid: int) -> int:
-    """Return the start time of ``pid`` in clock ticks since boot (0: unknown)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        return int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-def _own_header() -> bytes:
-    return _HEADER.pack(_MAGIC, os.getpid(), _start_ticks(os.getpid()), _pid_namespace())
-
-
-def _parse(data: bytes) -> tuple[_Owner, WorkerMetadata]:
-    if len(data) < _HEADER.size or not data.startswith(_MAGIC):
-        raise ValueError("not a distaff worker file (bad header)")
-    _, pid, start, pidns = _HEADER.unpack_from(data)
-    if pid <= 0:
-        raise ValueError(f"bad publisher pid {pid}")
-    return (pid, start, pidns), decode_metadata(data[_HEADER.size :])
-
-
-def _alive(owner: _Owner, own_pidns: int) -> bool:
-    pid, start, pidns = owner
-    if pidns and own_pidns and pidns != own_pidns:
-        return True  # another PID namespace: cannot judge, assume alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    return not start or _start_ticks(pid) in (0, start)
+        return uid + SUFFIX
+    return "=" + hashlib.sha256(uid.encode()).hexdigest()[:40] + SUFFIX
 
 
 class LocalPublisher:
@@ -157,7 +103,7 @@ class LocalPublisher:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        self._write(path, _own_header() + encode_metadata(event.metadata))
+        self._write(path, own_header() + encode_metadata(event.metadata))
         self._written[uid] = path
         self._wrote = True
 
@@ -201,108 +147,6 @@ class LocalPublisher:
         await self.aclose()
 
 
-@dataclasses.dataclass
-class _Entry:
-    signature: _Signature  # (inode, size, mtime_ns, ctime_ns)
-    owner: _Owner | None = None
-    metadata: WorkerMetadata | None = None
-    alive: bool = True
-
-
-class _Scanner:
-    """The state of one subscription: what each file in the directory holds."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.entries: dict[str, _Entry] = {}
-        self.own_pidns = _pid_namespace()
-
-    def scan(
-        self, check_liveness: bool, names: set[str] | None = None, exited: set[int] | None = None
-    ) -> dict[str, WorkerMetadata]:
-        """Look again at ``names`` (None: the whole directory); return the live workers.
-
-        Files are read only when new or changed; their publishers are checked then, those
-        of every file when ``check_liveness``, and those in ``exited`` are known dead.
-        """
-        fresh = self._look(names) if names is not None else self._look_all()
-        if check_liveness:
-            fresh = set(self.entries)
-        elif exited:
-            fresh |= {n for n, e in self.entries.items() if e.owner and e.owner[0] in exited}
-        self._reap(fresh)
-        current: dict[str, tuple[int, WorkerMetadata]] = {}
-        for entry in self.entries.values():
-            if entry.alive and entry.metadata is not None:
-                uid = entry.metadata.uid
-                if uid not in current or current[uid][0] < entry.signature[2]:
-                    current[uid] = (entry.signature[2], entry.metadata)
-        return {uid: meta for uid, (_, meta) in current.items()}
-
-    def owners(self) -> set[_Owner]:
-        """The publishers of the live files."""
-        return {e.owner for e in self.entries.values() if e.alive and e.owner is not None}
-
-    def _look_all(self) -> set[str]:
-        try:
-            it = os.scandir(self.directory)
-        except FileNotFoundError:
-            self.entries.clear()
-            return set()
-        with it:
-            names = {i.name for i in it if not i.name.startswith(".") and i.name.endswith(_SUFFIX)}
-        return self._look(names | self.entries.keys())
-
-    def _look(self, names: Iterable[str]) -> set[str]:
-        fresh: set[str] = set()
-        for name in names:
-            if name.startswith(".") or not name.endswith(_SUFFIX):
-                continue
-            path = os.path.join(self.directory, name)
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except (FileNotFoundError, NotADirectoryError):
-                self.entries.pop(name, None)
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                self.entries.pop(name, None)
-                continue
-            entry = self.entries.get(name)
-            if entry is None or entry.signature != _signature(st):
-                self.entries[name] = self._load(path, st)
-                fresh.add(name)
-        return fresh
-
-    def _load(self, path: str, st: os.stat_result) -> _Entry:
-        entry = _Entry(_signature(st))
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            entry.owner, entry.metadata = _parse(data)
-        except FileNotFoundError:
-            entry.alive = False  # replaced or removed meanwhile; next scan sees it
-        except (OSError, ValueError) as exc:
-            logger.debug("skipping malformed discovery file %s: %s", path, exc)
-        return entry
-
-    def _reap(self, names: Iterable[str]) -> None:
-        verdicts: dict[_Owner, bool] = {}
-        for name in list(names):
-            entry = self.entries[name]
-            if entry.owner is None or not entry.alive:
-                continue
-            if entry.owner not in verdicts:
-                verdicts[entry.owner] = _alive(entry.owner, self.own_pidns)
-            if verdicts[entry.owner]:
-                continue
-            entry.alive = False
-            path = os.path.join(self.directory, name)
-            with contextlib.suppress(OSError):
-                if _signature(os.stat(path, follow_symlinks=False)) == entry.signature:
-                    os.unlink(path)
-                    logger.debug("removed stale discovery file %s", path)
-
-
 @dataclasses.dataclass(frozen=True)
 class LocalSubscriber:
     """Follows one namespace directory; holds only a path and a float, so it pickles.
@@ -326,7 +170,7 @@ class LocalSubscriber:
         return f"LocalDiscovery({namespace!r}, root={root!r})"
 
     async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
-        scanner = _Scanner(self.directory)
+        scanner = Scanner(self.directory)
         watch = Watch(self.directory)
         try:
             known: dict[str, WorkerMetadata] = {}
@@ -339,9 +183,7 @@ class LocalSubscriber:
         finally:
             watch.close()
 
-    async def _changes(
-        self, scanner: _Scanner, watch: Watch
-    ) -> AsyncIterator[tuple[Changes, bool]]:
+    async def _changes(self, scanner: Scanner, watch: Watch) -> AsyncIterator[tuple[Changes, bool]]:
         """What to look at next, and whether to check every publisher's liveness.
 
         With inotify and pidfds this waits for as long as nothing happens. Without them it
@@ -372,11 +214,11 @@ class LocalSubscriber:
             changes = await watch.wait(timeout)
 
 
-def _signatures(scanner: _Scanner) -> dict[str, tuple[_Signature, bool]]:
+def _signatures(scanner: Scanner) -> dict[str, tuple[Signature, bool]]:
     return {name: (e.signature, e.alive) for name, e in scanner.entries.items()}
 
 
-def _follow_owners(watch: Watch, scanner: _Scanner) -> bool:
+def _follow_owners(watch: Watch, scanner: Scanner) -> bool:
     """Wake ``watch`` when a publisher exits; True if some cannot be followed (poll them)."""
     own = scanner.own_pidns
     pids = {pid for pid, _, pidns in scanner.owners() if not (pidns and own and pidns != own)}

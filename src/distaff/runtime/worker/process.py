@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -63,7 +64,9 @@ class _Forked:
     async def send(self, data: bytes) -> None:
         lifeline = self.child.lifeline
         if lifeline is not None:  # a blocking write in a thread: the child reads it at once
-            await asyncio.to_thread(lifeline.write, data)
+            # a child that died first fails the write; its readiness pipe says why
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(lifeline.write, data)
 
     def close_lifeline(self) -> None:
         self.child.close_lifeline()

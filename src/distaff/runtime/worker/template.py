@@ -68,6 +68,7 @@ class ForkedChild:
         return await asyncio.shield(self._exited)
 
     def exited(self, returncode: int | None) -> None:
+        """Record the child's exit (the template reaped it, or the template is gone)."""
         if self._exited.done():
             return
         self.returncode = returncode
