@@ -14,6 +14,7 @@ from .._exceptions import WorkerStartError
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..proxy.credentials import WorkerCredentials
 from ..proxy.proxy import BalancerSpec, WorkerProxy
+from ._limits import raise_open_files_limit
 from ._malloc import tune_this_process
 from .context import current_proxy_var
 from .discovery.base import DiscoveryLike, describe_subscriber
@@ -149,6 +150,7 @@ class WorkerPool:
 
     async def __aenter__(self) -> WorkerPool:
         tune_this_process()
+        raise_open_files_limit()
         self._stack = contextlib.AsyncExitStack()
         try:
             await self._start()

@@ -27,9 +27,11 @@ def _read_config() -> object:
 
 async def _serve(config: object, ready_fd: int) -> None:
     from ...serialization.metadata import encode_metadata
+    from .._limits import raise_open_files_limit
     from .server import Worker, WorkerConfig, install_signal_handlers
 
     assert isinstance(config, WorkerConfig)
+    raise_open_files_limit()
     worker = Worker(config)
     install_signal_handlers(worker)
     loop = asyncio.get_running_loop()
