@@ -19,6 +19,9 @@ live on until their own lifelines close.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import signal
@@ -107,6 +110,11 @@ def _child(control: socket.socket, lifeline: int, ready: int) -> None:
         os._exit(code)
 
 
+def _trim_heap() -> None:
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+
+
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     sys.path[:] = json.loads(sys.stdin.buffer.readline())["sys_path"]
@@ -116,6 +124,11 @@ def main() -> None:
 
     from . import _main, server  # noqa: F401
 
+    # what the imports left behind goes back before the forks copy it, and the
+    # survivors are frozen so that no child's collector touches (copies) them
+    gc.collect()
+    gc.freeze()
+    _trim_heap()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
