@@ -218,11 +218,11 @@ def table(runs: list[dict[str, Any]]) -> str:
         " | idle % core: caller, worker p50/max | the same after nested calls"
         " | sockets per worker p50/max"
         " | worker RSS / PSS MiB p50 | caller RSS MiB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in runs:
         if not r["ok"]:
-            out.write(f"| {r['spawn']} | {r.get('subset')} | failed | | | | | | | | |\n")
+            out.write(f"| {r['spawn']} | {r.get('subset')} | failed | | | | | | | |\n")
             continue
         out.write(
             f"| {r['spawn']} | {r['subset'] or 'all'} |"
