@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 	$(PY) -m bench.balancing
+	$(PY) -m bench.scaling --reps 2
 
 soak: $(STAMP)
 	$(PY) -m pytest -q -m soak -p no:cacheprovider

@@ -10,25 +10,41 @@ import pytest
 
 
 def worker_children() -> set[int]:
-    """PIDs of distaff worker processes whose parent is this test process."""
-    found = set()
-    me = str(os.getpid())
+    """PIDs of live distaff worker processes (and templates) that this test process started.
+
+    Workers forked by a pool's template are its children, not ours, and an
+    orphan is re-parented: so this counts every descendant, and every process
+    in our process group, whose command line is a distaff worker's.
+    """
+    me, group = os.getpid(), os.getpgrp()
+    parents: dict[int, int] = {}
+    workers: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                ppid = f.read().rsplit(")", 1)[1].split()[1]
+                state, ppid, pgid = f.read().rsplit(")", 1)[1].split()[:3]
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
         except OSError:
             continue
-        if ppid == me and b"distaff" in cmdline and b"worker" in cmdline:
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-            if state != "Z":
-                found.add(int(entry))
-    return found
+        parents[int(entry)] = int(ppid)
+        if state != "Z" and b"distaff" in cmdline and b"worker" in cmdline:
+            workers.add(int(entry))
+            if int(pgid) == group:
+                parents[int(entry)] = me
+    return {pid for pid in workers if _descends(pid, me, parents)}
+
+
+def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    seen = set()
+    while pid in parents and pid not in seen:
+        seen.add(pid)
+        pid = parents[pid]
+        if pid == ancestor:
+            return True
+    return False
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,13 @@ BAD: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("no workers", lambda: distaff.WorkerPool(spawn=0), ValueError, r"spawn=N, discovery="),
     ("lease < 1", lambda: distaff.WorkerPool(spawn=2, lease=-1), ValueError, r"lease must be >= 1"),
     ("lease 0", lambda: distaff.WorkerPool(spawn=2, lease=0), ValueError, r"lease must be >= 1"),
+    ("subset 0", lambda: distaff.WorkerPool(spawn=2, subset=0), ValueError, r"subset must be >= 1"),
+    (
+        "subset",
+        lambda: distaff.WorkerPool(spawn=2, subset="8"),
+        TypeError,
+        r"subset must be an int",
+    ),  # type: ignore[arg-type]
     ("lease str", lambda: distaff.WorkerPool(spawn=2, lease="3"), TypeError, r"lease"),  # type: ignore[arg-type]
     ("grace < 0", lambda: distaff.WorkerPool(spawn=1, grace=-3), ValueError, r"grace must be >= 0"),
     ("grace nan", lambda: distaff.WorkerPool(spawn=1, grace=float("nan")), ValueError, r"grace"),

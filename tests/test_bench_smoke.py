@@ -103,6 +103,36 @@ def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path)
     assert "| leastloaded |" in table
 
 
+def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib.Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scaling",
+            "--sizes",
+            "2",
+            "--idle",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = json.loads((tmp_path / "scaling.json").read_text())["runs"]
+    assert run["ok"], run
+    assert run["start_s"] > 0
+    assert run["stop_s"] > 0
+    assert run["worker_sockets_max"] >= 2  # the caller's connection and at least one peer's
+    assert run["caller_idle_cpu_pct"] >= 0
+    assert run["nested_worker_idle_cpu_pct_max"] >= 0
+    assert "| 2 |" in (tmp_path / "scaling.md").read_text()
+
+
 def test_quick_wa_measures_actor_calls_next_to_routine_calls(tmp_path: pathlib.Path) -> None:
     result = subprocess.run(
         [

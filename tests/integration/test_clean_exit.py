@@ -42,6 +42,7 @@ BIG_POOL = """
 """
 
 
+@pytest.mark.slow  # 32 workers twice: the full suite runs it, make test-fast does not
 @pytest.mark.parametrize("attempt", range(2))
 def test_the_demo_and_a_32_worker_pool_leave_stderr_empty(attempt: int) -> None:
     demo = subprocess.run(

@@ -361,27 +361,57 @@ class WorkerConnection:
         timeout: float | None,
         reservation: list[bool],
     ) -> RemoteCall:
-        session = driver.session
+        if timeout is None and driver.ready.is_set():
+            # the common case: nothing to wait for before the call is queued
+            call = self._open(driver, fields, task, reservation)
+            driver.wake()
+        else:
+            call = await self._open_within(driver, fields, task, timeout, reservation)
+        answer = await call.first_answer()
+        if isinstance(answer, s.Refused):
+            # busy: at its concurrency limit; otherwise draining (going away)
+            code = StatusCode.RESOURCE_EXHAUSTED if answer.busy else StatusCode.UNAVAILABLE
+            raise TransientRpcError(code, f"worker refused the call: {answer.reason}", self.target)
+        if isinstance(answer, s.Lost) and not answer.may_have_run:
+            raise TransientRpcError(
+                StatusCode.UNAVAILABLE, "the session ended before the call was sent", self.target
+            )
+        return call
+
+    def _open(
+        self, driver: _SessionDriver, fields: s.StartFields, task: Task, reservation: list[bool]
+    ) -> RemoteCall:
+        """Queue the call on a session that answered its handshake."""
+        if driver.error is not None:
+            raise driver.error.copy()
+        if driver.session.draining:
+            raise TransientRpcError(StatusCode.UNAVAILABLE, "the worker is draining", self.target)
+        call = RemoteCall(driver, task.generator, task.window)
+        call.id = driver.session.open_call(fields, owner=call)
+        self._reserved -= 1  # now counted among the session's open calls
+        reservation[0] = False
+        return call
+
+    async def _open_within(
+        self,
+        driver: _SessionDriver,
+        fields: s.StartFields,
+        task: Task,
+        timeout: float | None,
+        reservation: list[bool],
+    ) -> RemoteCall:
+        """Wait for the handshake, queue the call and see it written, within ``timeout``."""
         call: RemoteCall | None = None
         try:
             async with asyncio.timeout(timeout):
                 await driver.ready.wait()
-                if driver.error is not None:
-                    raise driver.error.copy()
-                if session.draining:
-                    raise TransientRpcError(
-                        StatusCode.UNAVAILABLE, "the worker is draining", self.target
-                    )
-                call = RemoteCall(driver, task.generator, task.window)
-                call.id = session.open_call(fields, owner=call)
-                self._reserved -= 1  # now counted among the session's open calls
-                reservation[0] = False
+                call = self._open(driver, fields, task, reservation)
                 if timeout is None:
                     driver.wake()  # nothing to bound: the pump writes it next
                 else:
                     await driver.sent()
         except TimeoutError:
-            if call is None or session.phase(call.id) is s.Phase.QUEUED:
+            if call is None or driver.session.phase(call.id) is s.Phase.QUEUED:
                 if call is not None:
                     call.cancel()  # taken back before it was sent: nothing ran
                 what = "send the call" if call is not None else "finish the session handshake"
@@ -395,17 +425,7 @@ class WorkerConnection:
             if call is not None:
                 call.cancel()
             raise
-        answer = await call.first_answer()
-        if isinstance(answer, s.Refused):
-            raise TransientRpcError(
-                StatusCode.RESOURCE_EXHAUSTED,
-                f"worker refused the call: {answer.reason}",
-                self.target,
-            )
-        if isinstance(answer, s.Lost) and not answer.may_have_run:
-            raise TransientRpcError(
-                StatusCode.UNAVAILABLE, "the session ended before the call was sent", self.target
-            )
+        assert call is not None
         return call
 
     async def stop_worker(self, grace: float, *, timeout: float | None = None) -> int:

@@ -36,6 +36,12 @@ class Membership:
         connect: opens the connection to an admitted worker.
         forget: told of every worker that leaves, so admission can judge it
             afresh if it comes back.
+        subset: prefer this many of the admitted workers (None: all). The
+            pool's balancer sees only ``preferred``: a random subset, the
+            same for as long as its members stay, so a process talks to a
+            bounded number of workers. ``context`` still holds every admitted
+            worker (its connection dials only when used), for calls pinned to
+            one worker and for lookups across the pool.
     """
 
     def __init__(
@@ -46,8 +52,12 @@ class Membership:
         lease: int | None,
         connect: Callable[[WorkerMetadata], WorkerConnection],
         forget: Callable[[WorkerMetadata], None] = lambda _: None,
+        subset: int | None = None,
     ) -> None:
         self.context = LoadBalancerContext()
+        self.preferred = self.context if subset is None else LoadBalancerContext()
+        self._subset = subset
+        self._seed = random.getrandbits(64)
         self.changed = asyncio.Event()
         self.error: Exception | None = None  # the last subscription failure, if any
         self._discovery = discovery
@@ -97,13 +107,43 @@ class Membership:
             self.evict(metadata)
         elif known:
             self.context.update_worker(metadata)
+            if self.preferred is not self.context:
+                self.preferred.update_worker(metadata)
         elif self._admits(metadata) and (
             self._lease is None or len(self.context.workers) < self._lease
         ):
-            self.context.add_worker(metadata, self._connect(metadata))
+            connection = self._connect(metadata)
+            self.context.add_worker(metadata, connection)
+            self._prefer(metadata, connection)
             log.info("admitted worker %s at %s", metadata.uid[:8], metadata.address)
             if observe.current is not None:
                 observe.current.admitted(1)
+
+    def _score(self, metadata: WorkerMetadata) -> int:
+        return hash((self._seed, metadata.uid))
+
+    def _prefer(self, metadata: WorkerMetadata, connection: WorkerConnection) -> None:
+        """Put a newcomer in the subset if it is not full or it outranks the last member."""
+        if self._subset is None:
+            return
+        preferred = self.preferred.workers
+        if len(preferred) >= self._subset:
+            last = max(preferred, key=self._score)
+            if self._score(last) <= self._score(metadata):
+                return
+            self.preferred.remove_worker(last)  # stays admitted, and connected if it was
+        self.preferred.add_worker(metadata, connection)
+
+    def _refill(self) -> None:
+        """Fill the subset back up from the best-ranked admitted workers outside it."""
+        assert self._subset is not None
+        preferred = self.preferred.workers
+        missing = self._subset - len(preferred)
+        if missing <= 0:
+            return
+        others = [m for m in self.context.workers if m not in preferred]
+        for metadata in sorted(others, key=self._score)[:missing]:
+            self.preferred.add_worker(metadata, self.context.workers[metadata])
 
     def evict(self, metadata: WorkerMetadata) -> None:
         """Remove a worker; its connection closes once its calls are done."""
@@ -114,6 +154,11 @@ class Membership:
         if observe.current is not None:
             observe.current.admitted(-1)
         log.info("dropped worker %s at %s", metadata.uid[:8], metadata.address)
+        if (
+            self.preferred is not self.context
+            and self.preferred.remove_worker(metadata) is not None
+        ):
+            self._refill()
         self._signal()
         if self._group is None or self._closed:
             return

@@ -78,6 +78,9 @@ class WorkerProxy:
         secure: admit TLS workers; defaults to ``credentials is not None``.
         forward_output: calls send what they print and log back to the
             caller that made them (travels with each task).
+        subset: once restored on a worker, dispatch through the pool's
+            balancer to at most this many workers, a random subset (None:
+            all); calls pinned to one worker still reach any worker.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class WorkerProxy:
         secure: bool | None = None,
         id: str | None = None,
         forward_output: bool = True,
+        subset: int | None = None,
     ) -> None:
         self.id = id or uuid.uuid4().hex
         self._discovery = discovery
@@ -109,6 +113,8 @@ class WorkerProxy:
         self.secure = credentials is not None if secure is None else secure
         self.credentials = credentials
         self.forward_output = forward_output
+        self.subset = subset
+        self._restored = False  # a copy shipped to a worker: it keeps to a subset
         self.last_used = time.monotonic()  # of the latest dispatch
         self._state = ProxyState.NEW
         self._admission = Admission()
@@ -133,6 +139,7 @@ class WorkerProxy:
                 self.wait,
                 self.secure,
                 self.forward_output,
+                self.subset,
             ),
         )
 
@@ -208,6 +215,7 @@ class WorkerProxy:
             lease=self.lease,
             connect=self._connect,
             forget=self._admission.forget,
+            subset=self.subset if self._restored else None,
         )
         self._state = ProxyState.RUNNING
 
@@ -335,7 +343,7 @@ class WorkerProxy:
                 chooser = balancer if balancer is not None else self._balancer
                 return await self._delegate_dispatch(membership, task, deadline, chooser)
             stream: AsyncIterator[Any] = await self._balancer.dispatch(
-                task, context=membership.context, timeout=timeout
+                task, context=membership.preferred, timeout=timeout
             )
             return stream
         finally:
@@ -395,7 +403,9 @@ class WorkerProxy:
         balancer: DelegatingLoadBalancerLike,
     ) -> RemoteCall:
         """The seed's loop: dispatch to each candidate; skip, evict, or hand over."""
-        candidates: Any = balancer.delegate(context=membership.context)
+        # the pool's balancer keeps to the preferred subset; a pinning one sees everyone
+        context = membership.preferred if balancer is self._balancer else membership.context
+        candidates: Any = balancer.delegate(context=context)
         busy = True
         try:
             try:
@@ -508,8 +518,9 @@ def _restore_proxy(
     wait: float,
     secure: bool,
     forward_output: bool = True,
+    subset: int | None = None,
 ) -> WorkerProxy:
-    return WorkerProxy(
+    proxy = WorkerProxy(
         discovery,
         loadbalancer=loadbalancer,
         tags=tags,
@@ -519,4 +530,7 @@ def _restore_proxy(
         secure=secure,
         id=id,
         forward_output=forward_output,
+        subset=subset,
     )
+    proxy._restored = True
+    return proxy

@@ -14,6 +14,7 @@ from .._exceptions import WorkerStartError
 from ..balancers.roundrobin import RoundRobinLoadBalancer
 from ..proxy.credentials import WorkerCredentials
 from ..proxy.proxy import BalancerSpec, WorkerProxy
+from ._limits import raise_open_files_limit
 from ._malloc import tune_this_process
 from .context import current_proxy_var
 from .discovery.base import DiscoveryLike, describe_subscriber
@@ -24,6 +25,8 @@ from .worker.supervisor import WorkerSupervisor
 
 # how long spawned workers may take to appear in the pool's own discovery
 JOIN_TIMEOUT = 30.0
+# how many workers a routine's nested calls spread over, from inside a worker
+DEFAULT_SUBSET = 16
 
 
 class WorkerPool:
@@ -63,6 +66,11 @@ class WorkerPool:
         forward_output: what calls print and log on workers is written here,
             prefixed with the routine and where it ran (see README); False
             leaves it on the workers' own stdout and stderr.
+        subset: the most workers that nested calls made from inside one
+            worker spread over: each worker keeps to its own random subset
+            of this size, so a pool of N workers holds about N * subset
+            connections instead of N * N. None: every worker. Calls pinned
+            to one worker (actors) still reach it.
 
     Spawned workers start with the caller's ``sys.path`` as it is when the
     pool starts (restarted ones too), and its environment. Leaving the block
@@ -89,6 +97,7 @@ class WorkerPool:
         restart: bool = True,
         forward_output: bool = True,
         metrics: bool = False,
+        subset: int | None = DEFAULT_SUBSET,
     ) -> None:
         self.tags = _checks.tags(tags)
         if isinstance(discovery, str):
@@ -128,6 +137,7 @@ class WorkerPool:
             wait=_checks.seconds("wait", wait),
             credentials=credentials,
             forward_output=forward_output,
+            subset=_checks.integer("subset", subset, minimum=1),
         )
         self._token: contextvars.Token[WorkerProxy | None] | None = None
 
@@ -150,6 +160,7 @@ class WorkerPool:
 
     async def __aenter__(self) -> WorkerPool:
         tune_this_process()
+        raise_open_files_limit()
         self._stack = contextlib.AsyncExitStack()
         try:
             await self._start()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from distaff.runtime.discovery import _scan as scan_module
+from distaff.runtime.discovery import _watch as watch_module
 from distaff.runtime.discovery import local as local_module
 from distaff.runtime.discovery.base import (
     DiscoveryEvent,
@@ -263,7 +265,7 @@ async def test_malformed_files_are_skipped(
     disco: LocalDiscovery, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=local_module.__name__)
-    header = local_module._own_header()
+    header = scan_module.own_header()
     junk = {
         "garbage.worker": b"\xff" * 40,
         "badmsgpack.worker": header + b"\xc1\xc1",
@@ -284,7 +286,7 @@ async def test_malformed_files_are_skipped(
 
 async def test_reused_pid_counts_as_dead(disco: LocalDiscovery) -> None:
     """A file whose pid lives but started at another time is stale."""
-    header = bytearray(local_module._own_header())
+    header = bytearray(scan_module.own_header())
     start = int.from_bytes(header[9:17], "big")
     if start == 0:
         pytest.skip("no /proc start times on this system")
@@ -360,3 +362,54 @@ async def test_median_added_latency(disco: LocalDiscovery) -> None:
         f"median {median * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
     )
     assert median < 0.5
+
+
+async def test_an_idle_subscription_does_not_look_at_the_directory(
+    disco: LocalDiscovery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[float] = []
+    scan = scan_module.Scanner.scan
+
+    def counting_scan(self: object, *args: object) -> object:
+        scans.append(time.monotonic())
+        return scan(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan_module.Scanner, "scan", counting_scan)
+    async with disco.publisher() as pub, subscribe(disco.subscriber()) as it:
+        await pub.publish(added(meta("w1")))
+        assert await next_event(it) == added(meta("w1"))
+        looked = len(scans)
+        pending = asyncio.ensure_future(anext(it))
+        try:
+            # the window over which nothing may happen (not a synchronisation)
+            done, _ = await asyncio.wait({pending}, timeout=1.0)
+            assert not done
+            # one look may trail the first event (the directory appeared meanwhile);
+            # polling every 25 ms would have made ~40
+            assert len(scans) - looked <= 1, f"{len(scans) - looked} scans in 1 s of idle"
+            await pub.publish(added(meta("w2")))
+            assert await asyncio.wait_for(pending, 5) == added(meta("w2"))
+        finally:
+            pending.cancel()
+
+
+async def test_without_inotify_and_pidfd_it_polls_and_still_drops_a_killed_publisher(
+    disco: LocalDiscovery, spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux has both; their absence (other systems) can only be simulated here.
+    def no_pidfd(pid: int) -> int:
+        raise OSError("pidfd_open is not available")
+
+    monkeypatch.setattr(watch_module, "_LIBC", None)
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    uid = f"child-{uuid.uuid4().hex}"
+    proc = await spawn(CHILD_PUBLISHER, disco.namespace, disco.root, uid, "wait")
+    assert await read_line(proc) == "ready"
+    async with disco.publisher() as pub, subscribe(disco.subscriber()) as it:
+        assert (await next_event(it)).metadata.uid == uid
+        await pub.publish(added(meta("w1")))
+        assert await next_event(it) == added(meta("w1"))
+        proc.kill()
+        await proc.wait()
+        event = await next_event(it, timeout=5)
+    assert (event.type, event.metadata.uid) == (DROPPED, uid)

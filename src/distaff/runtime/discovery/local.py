@@ -7,12 +7,14 @@ then big-endian: publisher pid u32, its start time in clock ticks u64, its PID n
 moved into place with ``os.replace``, so readers never see a partial record; per uid the last
 writer wins.
 
-Subscribers poll the directory every ``poll_interval`` (25 ms by default), reading only files
-whose inode, size or times changed. Whenever a file is read, and every ``LIVENESS_INTERVAL``
-(250 ms), its publisher is checked: a pid that no longer exists, or now belongs to a younger
-process, makes its workers dropped and the stale file is removed. So a crashed publisher's workers
-disappear within ~300 ms (one liveness interval plus one poll). Files from another PID namespace
-are never judged stale. POSIX only.
+Subscribers wait, on Linux, for inotify to report a changed name in the directory and for a
+pidfd to report that a publisher exited: an idle subscription makes no system call, and a change
+or a crash is seen at once. A file is read only when its inode, size or times changed, and its
+publisher is checked then: a pid that no longer exists, or now belongs to a younger process, makes
+its workers dropped and the stale file is removed. Files from another PID namespace are never
+judged stale. Without inotify (another OS) subscribers poll every ``poll_interval`` (25 ms by
+default) after a change, backing off to 1 s while nothing changes, and without pidfds they check
+the publishers every ``LIVENESS_INTERVAL`` (250 ms). POSIX only.
 """
 
 from __future__ import annotations
@@ -24,28 +26,23 @@ import hashlib
 import logging
 import os
 import re
-import stat
-import struct
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Self
 
 from ... import _checks
-from ...serialization.metadata import WorkerMetadata, decode_metadata, encode_metadata
+from ...serialization.metadata import WorkerMetadata, encode_metadata
+from ._scan import SUFFIX, Scanner, Signature, own_header
+from ._watch import Changes, Watch
 from .base import DiscoveryEvent, DiscoveryEventType
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.025
 LIVENESS_INTERVAL = 0.25
+_QUIET_POLL = 1.0  # the longest pause between polls (without inotify) while nothing changes
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_MAGIC = b"DSTF\x01"
-_HEADER = struct.Struct(">5sIQQ")  # magic, pid, start ticks, PID namespace inode
-_SUFFIX = ".worker"
-
-_Owner = tuple[int, int, int]  # pid, start ticks, PID namespace inode
-_Signature = tuple[int, int, int, int]
 
 
 def validate_namespace(namespace: str) -> str:
@@ -78,55 +75,8 @@ def default_root() -> str:
 
 def _file_name(uid: str) -> str:
     if _NAME_RE.fullmatch(uid):
-        return uid + _SUFFIX
-    return "=" + hashlib.sha256(uid.encode()).hexdigest()[:40] + _SUFFIX
-
-
-def _signature(st: os.stat_result) -> _Signature:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _start_ticks(pid: int) -> int:
-    """Return the start time of ``pid`` in clock ticks since boot (0: unknown)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        return int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-def _own_header() -> bytes:
-    return _HEADER.pack(_MAGIC, os.getpid(), _start_ticks(os.getpid()), _pid_namespace())
-
-
-def _parse(data: bytes) -> tuple[_Owner, WorkerMetadata]:
-    if len(data) < _HEADER.size or not data.startswith(_MAGIC):
-        raise ValueError("not a distaff worker file (bad header)")
-    _, pid, start, pidns = _HEADER.unpack_from(data)
-    if pid <= 0:
-        raise ValueError(f"bad publisher pid {pid}")
-    return (pid, start, pidns), decode_metadata(data[_HEADER.size :])
-
-
-def _alive(owner: _Owner, own_pidns: int) -> bool:
-    pid, start, pidns = owner
-    if pidns and own_pidns and pidns != own_pidns:
-        return True  # another PID namespace: cannot judge, assume alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    return not start or _start_ticks(pid) in (0, start)
+        return uid + SUFFIX
+    return "=" + hashlib.sha256(uid.encode()).hexdigest()[:40] + SUFFIX
 
 
 class LocalPublisher:
@@ -153,7 +103,7 @@ class LocalPublisher:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        self._write(path, _own_header() + encode_metadata(event.metadata))
+        self._write(path, own_header() + encode_metadata(event.metadata))
         self._written[uid] = path
         self._wrote = True
 
@@ -197,84 +147,6 @@ class LocalPublisher:
         await self.aclose()
 
 
-@dataclasses.dataclass
-class _Entry:
-    signature: _Signature  # (inode, size, mtime_ns, ctime_ns)
-    owner: _Owner | None = None
-    metadata: WorkerMetadata | None = None
-    alive: bool = True
-
-
-class _Scanner:
-    """The state of one subscription: what each file in the directory holds."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.entries: dict[str, _Entry] = {}
-        self.own_pidns = _pid_namespace()
-
-    def scan(self, check_liveness: bool) -> dict[str, WorkerMetadata]:
-        fresh: set[str] = set()
-        seen: set[str] = set()
-        try:
-            it = os.scandir(self.directory)
-        except FileNotFoundError:
-            self.entries.clear()
-            return {}
-        with it:
-            for item in it:
-                name = item.name
-                if name.startswith(".") or not name.endswith(_SUFFIX):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    st = item.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode):
-                        seen.add(name)
-                        entry = self.entries.get(name)
-                        if entry is None or entry.signature != _signature(st):
-                            self.entries[name] = self._load(item.path, st)
-                            fresh.add(name)
-        for name in self.entries.keys() - seen:
-            del self.entries[name]
-        self._reap(self.entries.keys() if check_liveness else fresh)
-        current: dict[str, tuple[int, WorkerMetadata]] = {}
-        for entry in self.entries.values():
-            if entry.alive and entry.metadata is not None:
-                uid = entry.metadata.uid
-                if uid not in current or current[uid][0] < entry.signature[2]:
-                    current[uid] = (entry.signature[2], entry.metadata)
-        return {uid: meta for uid, (_, meta) in current.items()}
-
-    def _load(self, path: str, st: os.stat_result) -> _Entry:
-        entry = _Entry(_signature(st))
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            entry.owner, entry.metadata = _parse(data)
-        except FileNotFoundError:
-            entry.alive = False  # replaced or removed meanwhile; next scan sees it
-        except (OSError, ValueError) as exc:
-            logger.debug("skipping malformed discovery file %s: %s", path, exc)
-        return entry
-
-    def _reap(self, names: Iterable[str]) -> None:
-        verdicts: dict[_Owner, bool] = {}
-        for name in list(names):
-            entry = self.entries[name]
-            if entry.owner is None or not entry.alive:
-                continue
-            if entry.owner not in verdicts:
-                verdicts[entry.owner] = _alive(entry.owner, self.own_pidns)
-            if verdicts[entry.owner]:
-                continue
-            entry.alive = False
-            path = os.path.join(self.directory, name)
-            with contextlib.suppress(OSError):
-                if _signature(os.stat(path, follow_symlinks=False)) == entry.signature:
-                    os.unlink(path)
-                    logger.debug("removed stale discovery file %s", path)
-
-
 @dataclasses.dataclass(frozen=True)
 class LocalSubscriber:
     """Follows one namespace directory; holds only a path and a float, so it pickles.
@@ -298,28 +170,77 @@ class LocalSubscriber:
         return f"LocalDiscovery({namespace!r}, root={root!r})"
 
     async def _follow(self) -> AsyncIterator[DiscoveryEvent]:
-        scanner = _Scanner(self.directory)
-        known: dict[str, WorkerMetadata] = {}
+        scanner = Scanner(self.directory)
+        watch = Watch(self.directory)
+        try:
+            known: dict[str, WorkerMetadata] = {}
+            async for changes, check in self._changes(scanner, watch):
+                names = None if changes.rescan else changes.names
+                current = scanner.scan(check, names, changes.exited)
+                for event in _diff(known, current):
+                    yield event
+                known = current
+        finally:
+            watch.close()
+
+    async def _changes(self, scanner: Scanner, watch: Watch) -> AsyncIterator[tuple[Changes, bool]]:
+        """What to look at next, and whether to check every publisher's liveness.
+
+        With inotify and pidfds this waits for as long as nothing happens. Without them it
+        polls: every ``poll_interval`` after a change, backing off to ``_QUIET_POLL`` while
+        nothing changes, and checks liveness every ``LIVENESS_INTERVAL``.
+        """
         loop = asyncio.get_running_loop()
         next_liveness = loop.time()
+        pause = self.poll_interval
+        changes = Changes()  # the first look is a full scan
+        unfollowed = False
         while True:
-            check, now = False, loop.time()
-            if now >= next_liveness:
-                check, next_liveness = True, now + LIVENESS_INTERVAL
-            current = scanner.scan(check)
-            events = [
-                DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])
-                for uid in sorted(known.keys() - current.keys())
-            ]
-            for uid, meta in sorted(current.items()):
-                if uid not in known:
-                    events.append(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, meta))
-                elif known[uid] != meta:
-                    events.append(DiscoveryEvent(DiscoveryEventType.WORKER_UPDATED, meta))
-            known = current
-            for event in events:
-                yield event
-            await asyncio.sleep(self.poll_interval)
+            watch.arm()
+            check = unfollowed and loop.time() >= next_liveness
+            if check:
+                next_liveness = loop.time() + LIVENESS_INTERVAL
+            polling = not watch.armed
+            changes.rescan |= polling
+            before = _signatures(scanner)
+            yield changes, check
+            unfollowed = _follow_owners(watch, scanner)
+            changed = _signatures(scanner) != before
+            pause = self.poll_interval if changed else min(pause * 2, _QUIET_POLL)
+            timeout = pause if polling else None
+            if unfollowed:
+                wait = max(0.0, next_liveness - loop.time())
+                timeout = wait if timeout is None else min(timeout, wait)
+            changes = await watch.wait(timeout)
+
+
+def _signatures(scanner: Scanner) -> dict[str, tuple[Signature, bool]]:
+    return {name: (e.signature, e.alive) for name, e in scanner.entries.items()}
+
+
+def _follow_owners(watch: Watch, scanner: Scanner) -> bool:
+    """Wake ``watch`` when a publisher exits; True if some cannot be followed (poll them)."""
+    own = scanner.own_pidns
+    pids = {pid for pid, _, pidns in scanner.owners() if not (pidns and own and pidns != own)}
+    for pid in watch.followed - pids:
+        watch.unfollow(pid)
+    followed = [watch.follow(pid) for pid in pids]  # every pid, not up to the first failure
+    return not all(followed)
+
+
+def _diff(
+    known: dict[str, WorkerMetadata], current: dict[str, WorkerMetadata]
+) -> list[DiscoveryEvent]:
+    events = [
+        DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])
+        for uid in sorted(known.keys() - current.keys())
+    ]
+    for uid, meta in sorted(current.items()):
+        if uid not in known:
+            events.append(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, meta))
+        elif known[uid] != meta:
+            events.append(DiscoveryEvent(DiscoveryEventType.WORKER_UPDATED, meta))
+    return events
 
 
 class LocalDiscovery:
@@ -328,7 +249,8 @@ class LocalDiscovery:
     Args:
         namespace: isolates groups of workers (see ``validate_namespace``).
         root: directory holding the namespaces (default: ``default_root()``).
-        poll_interval: seconds between a subscriber's directory scans.
+        poll_interval: seconds between a subscriber's directory scans right after a change,
+            where it has to poll (no inotify).
 
     Raises:
         TypeError, ValueError: a bad namespace, root or poll interval.

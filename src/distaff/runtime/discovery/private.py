@@ -21,16 +21,16 @@ import os
 import time
 import uuid
 
-from .local import (
+from ._scan import (
     _HEADER,
     _MAGIC,
-    LocalDiscovery,
+    Scanner,
     _alive,
-    _own_header,
     _parse,
     _pid_namespace,
-    _Scanner,
+    own_header,
 )
+from .local import LocalDiscovery
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class PrivateNamespace:
         os.mkdir(staging, 0o700)
         try:
             with open(os.path.join(staging, OWNER_FILE), "wb") as f:
-                f.write(_own_header())
+                f.write(own_header())
             os.rename(staging, self.directory)
         except BaseException:
             _remove_tree(staging)
@@ -137,7 +137,7 @@ def _reap_shared(directory: str) -> bool:
         age = time.time() - os.stat(directory).st_mtime
     except OSError:
         return False
-    _Scanner(directory).scan(check_liveness=True)  # removes the files of dead publishers
+    Scanner(directory).scan(check_liveness=True)  # removes the files of dead publishers
     if not (before or age >= LEGACY_AGE):
         return False  # empty and new: someone is about to publish there
     try:

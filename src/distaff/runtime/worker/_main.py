@@ -27,9 +27,11 @@ def _read_config() -> object:
 
 async def _serve(config: object, ready_fd: int) -> None:
     from ...serialization.metadata import encode_metadata
+    from .._limits import raise_open_files_limit
     from .server import Worker, WorkerConfig, install_signal_handlers
 
     assert isinstance(config, WorkerConfig)
+    raise_open_files_limit()
     worker = Worker(config)
     install_signal_handlers(worker)
     loop = asyncio.get_running_loop()
@@ -48,8 +50,8 @@ async def _serve(config: object, ready_fd: int) -> None:
     await worker.run(ready)
 
 
-def main() -> None:
-    ready_fd = int(sys.argv[1])
+def run(ready_fd: int) -> int:
+    """Read the config from stdin, serve until stopped; return the exit status."""
     try:
         config = _read_config()
         asyncio.run(_serve(config, ready_fd))
@@ -59,7 +61,12 @@ def main() -> None:
             os.write(ready_fd, b"ER" + message)
         except OSError:  # already reported ready: the failure came later
             sys.stderr.write(message.decode())
-        sys.exit(1)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(int(sys.argv[1])))
 
 
 if __name__ == "__main__":

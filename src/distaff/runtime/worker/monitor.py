@@ -19,6 +19,7 @@ import sysconfig
 import threading
 import time
 import types
+from collections.abc import Callable
 
 from ...serialization.tracebacks import is_internal
 
@@ -58,15 +59,23 @@ def culprit(frame: types.FrameType | None) -> str | None:
 
 
 class LoopMonitor:
-    """Warns once per routine that blocks the loop for more than ``threshold`` s."""
+    """Warns once per routine that blocks the loop for more than ``threshold`` s.
 
-    def __init__(self, threshold: float) -> None:
+    It watches only while calls run: ``busy()`` says whether any does, and the
+    worker calls ``wake()`` when a call starts on an idle worker. An idle
+    worker's loop and watchdog thread sleep.
+    """
+
+    def __init__(self, threshold: float, busy: Callable[[], bool] = lambda: True) -> None:
         self.threshold = threshold
+        self._busy = busy
         self._interval = max(threshold / 2, 0.01)
         self._warned: set[str] = set()
         self._suspect: str | None = None
         self._beaten = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._armed = threading.Event()  # set while beating: the thread watches
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,9 +83,7 @@ class LoopMonitor:
         """Start beating on the running loop and watching from a thread (threshold > 0)."""
         if self.threshold <= 0 or self._thread is not None:
             return
-        loop = asyncio.get_running_loop()
-        self._beaten = time.monotonic()
-        self._timer = loop.call_later(self._interval, self._beat, loop, self._beaten)
+        self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(
             target=self._watch,
             args=(threading.get_ident(),),
@@ -84,6 +91,16 @@ class LoopMonitor:
             daemon=True,
         )
         self._thread.start()
+        self.wake()
+
+    def wake(self) -> None:
+        """Beat again (a call started); call from the loop's thread."""
+        if self._loop is None or self._timer is not None or self._stop.is_set():
+            return
+        self._beaten = time.monotonic()
+        self._suspect = None
+        self._timer = self._loop.call_later(self._interval, self._beat, self._loop, self._beaten)
+        self._armed.set()
 
     def stop(self) -> None:
         """Stop the timer and the thread; idempotent."""
@@ -91,6 +108,7 @@ class LoopMonitor:
             self._timer.cancel()
             self._timer = None
         self._stop.set()
+        self._armed.set()  # let the thread see the stop
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -100,6 +118,7 @@ class LoopMonitor:
         late = now - scheduled - self._interval
         suspect, self._suspect = self._suspect, None
         self._beaten = now
+        self._timer = None
         if late > self.threshold and suspect is not None and suspect not in self._warned:
             self._warned.add(suspect)
             log.warning(
@@ -112,10 +131,15 @@ class LoopMonitor:
                 late,
                 self.threshold,
             )
-        if not self._stop.is_set():
-            self._timer = loop.call_later(self._interval, self._beat, loop, now)
+        if self._stop.is_set():
+            return
+        if not self._busy():
+            self._armed.clear()  # nothing runs: sleep until wake()
+            return
+        self._timer = loop.call_later(self._interval, self._beat, loop, now)
 
     def _watch(self, loop_thread: int) -> None:
-        while not self._stop.wait(self._interval):
-            if self._suspect is None and time.monotonic() - self._beaten > self.threshold:
+        while self._armed.wait() and not self._stop.wait(self._interval):
+            stale = time.monotonic() - self._beaten > self.threshold
+            if self._armed.is_set() and self._suspect is None and stale:
                 self._suspect = culprit(sys._current_frames().get(loop_thread))

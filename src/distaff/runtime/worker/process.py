@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -17,21 +18,90 @@ from ..._exceptions import WorkerStartError
 from ...serialization.metadata import WorkerMetadata, decode_metadata
 from .._malloc import worker_environment
 from .server import WorkerConfig
+from .template import ForkedChild, WorkerTemplate
+
+
+class _Spawned:
+    """A worker started as a fresh interpreter: our child, its stdin our pipe."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def send(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+
+    def close_lifeline(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+    def send_signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    async def wait(self) -> int | None:
+        return await self.process.wait()
+
+
+class _Forked:
+    """A worker forked by the pool's template; its stdin is a pipe we hold."""
+
+    def __init__(self, child: ForkedChild) -> None:
+        self.child = child
+        self.pid = child.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.child.returncode
+
+    async def send(self, data: bytes) -> None:
+        lifeline = self.child.lifeline
+        if lifeline is not None:  # a blocking write in a thread: the child reads it at once
+            # a child that died first fails the write; its readiness pipe says why
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(lifeline.write, data)
+
+    def close_lifeline(self) -> None:
+        self.child.close_lifeline()
+
+    def send_signal(self, sig: int) -> None:
+        self.child.send_signal(sig)
+
+    def kill(self) -> None:
+        self.child.kill()
+
+    async def wait(self) -> int | None:
+        return await self.child.wait()
 
 
 class WorkerProcess:
     """One spawned worker process; its owner must ``stop()`` it.
 
-    The child is a fresh interpreter (no fork): it gets ``sys_path`` (default:
-    the parent's ``sys.path`` when ``start`` is called) and the pickled config,
-    serves, and exits when stopped or when its parent goes away (its stdin
-    closes).
+    The child is a fresh interpreter, or, given a running ``template``, a fork
+    of that warm template process (no fork of this process: it runs gRPC). It
+    gets ``sys_path`` (default: the parent's ``sys.path`` when ``start`` is
+    called) and the pickled config, serves, and exits when stopped or when its
+    parent goes away (its stdin, a pipe this process holds, closes).
     """
 
-    def __init__(self, config: WorkerConfig, *, sys_path: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        sys_path: list[str] | None = None,
+        template: WorkerTemplate | None = None,
+    ) -> None:
         self.config = config
         self.sys_path = sys_path
-        self._process: asyncio.subprocess.Process | None = None
+        self.template = template
+        self._process: _Spawned | _Forked | None = None
         self.metadata: WorkerMetadata | None = None
 
     @property
@@ -45,7 +115,7 @@ class WorkerProcess:
         return self._process is not None and self._process.returncode is None
 
     async def wait(self) -> int | None:
-        """Wait until the child exits; return its status (None: never spawned)."""
+        """Wait until the child exits; return its status (None: never spawned, or unknown)."""
         return None if self._process is None else await self._process.wait()
 
     async def start(self, timeout: float = 60.0) -> WorkerMetadata:
@@ -57,15 +127,13 @@ class WorkerProcess:
         """
         read_fd, write_fd = os.pipe()
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "distaff.runtime.worker._main",
-                str(write_fd),
-                stdin=asyncio.subprocess.PIPE,
-                pass_fds=(write_fd,),
-                env=_worker_environment(),
-            )
+            if self.template is not None and self.template.running:
+                self._process = await self._fork(self.template, write_fd)
+            else:
+                self._process = await self._spawn(write_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
         try:
@@ -80,15 +148,43 @@ class WorkerProcess:
         self.metadata = decode_metadata(report[2:])
         return self.metadata
 
+    async def _spawn(self, ready_fd: int) -> _Spawned:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "distaff.runtime.worker._main",
+            str(ready_fd),
+            stdin=asyncio.subprocess.PIPE,
+            pass_fds=(ready_fd,),
+            env=worker_process_environment(),
+        )
+        return _Spawned(process)
+
+    async def _fork(self, template: WorkerTemplate, ready_fd: int) -> _Forked:
+        lifeline, ours = os.pipe()
+        writer = os.fdopen(ours, "wb", buffering=0)
+        try:
+            child = await template.fork(lifeline, ready_fd, writer)
+        except BaseException:
+            writer.close()
+            raise
+        finally:
+            os.close(lifeline)
+        return _Forked(child)
+
     async def _handshake(self, read_fd: int, timeout: float) -> bytes:
         assert self._process is not None
-        assert self._process.stdin is not None
         payload = cloudpickle.dumps(self.config, protocol=pickle.HIGHEST_PROTOCOL)
         sys_path = sys.path if self.sys_path is None else self.sys_path
         header = json.dumps({"sys_path": sys_path}).encode() + b"\n"
-        self._process.stdin.write(header + struct.pack("!Q", len(payload)) + payload)
         try:
-            return await asyncio.wait_for(_read_all(read_fd), timeout)
+            async with asyncio.timeout(timeout):
+                try:
+                    await self._process.send(header + struct.pack("!Q", len(payload)) + payload)
+                except BaseException:
+                    os.close(read_fd)
+                    raise
+                return await _read_all(read_fd)
         except TimeoutError:
             raise WorkerStartError(f"worker did not report ready within {timeout} s") from None
 
@@ -98,12 +194,12 @@ class WorkerProcess:
         if process is None:
             return None
         if process.returncode is None:
-            if process.stdin is not None:
-                process.stdin.close()
+            process.close_lifeline()
             process.send_signal(signal.SIGTERM)
             limit = (self.config.grace if grace is None else grace) + 5.0
             try:
-                await asyncio.wait_for(process.wait(), limit)
+                async with asyncio.timeout(limit):
+                    await process.wait()
             except TimeoutError:
                 process.kill()
         return await process.wait()
@@ -117,7 +213,8 @@ class WorkerProcess:
             await process.wait()
 
 
-def _worker_environment() -> dict[str, str]:
+def worker_process_environment() -> dict[str, str]:
+    """The environment a worker process starts with (the caller's, tuned)."""
     env = dict(os.environ)
     # workers see peers come and go routinely: keep gRPC's INFO chatter out
     env.setdefault("GRPC_VERBOSITY", "ERROR")

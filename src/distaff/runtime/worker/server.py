@@ -203,7 +203,8 @@ class Worker:
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             self._service.address = self.metadata.address
             self._health.set_serving(True)
-            monitor = LoopMonitor(threshold_from_env())
+            monitor = LoopMonitor(threshold_from_env(), busy=lambda: self._service.running > 0)
+            self._service.on_busy = monitor.wake
             ready(self.metadata)
             self._log_started()
             monitor.start()
@@ -221,6 +222,9 @@ class Worker:
             )
             self._service.refuse_new_calls()
             self._health.set_serving(False)
+            # shipped proxies with nothing in flight stop following the pool now,
+            # rather than each watching every other worker of a stopping pool go
+            await self._proxies.stop_idle(0.0)
             await self._publish(DiscoveryEventType.WORKER_DROPPED)
             cancelled = await self._service.drain(config.grace)
             if cancelled:

@@ -156,6 +156,7 @@ class WorkerService:
         self._idle = asyncio.Event()
         self._idle.set()
         self.instruments = Instruments(worker)
+        self.on_busy: Callable[[], None] = _nothing  # called when a call starts on an idle worker
 
     @property
     def running(self) -> int:
@@ -252,6 +253,8 @@ class WorkerService:
     def _start(self, call_id: int, start: Start, served: _Served, group: asyncio.TaskGroup) -> None:
         call = served.calls[call_id] = _Call(start.generator)
         task = call.task = group.create_task(self._run(call_id, start, call, served))
+        if not self._running:
+            self.on_busy()
         self._running.add(task)
         self._idle.clear()
         task.add_done_callback(lambda t: self._done(t, call_id, served))
@@ -457,3 +460,7 @@ class WorkerService:
         for served in self._served:
             served.ended.set()
         await self._no_sessions.wait()
+
+
+def _nothing() -> None:
+    pass

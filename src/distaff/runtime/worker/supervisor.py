@@ -11,7 +11,8 @@ import uuid
 from typing import Any
 
 from ..._exceptions import WorkerStartError
-from .process import WorkerProcess
+from . import template as _template
+from .process import WorkerProcess, worker_process_environment
 from .server import WorkerConfig
 
 logger = logging.getLogger("distaff.pool")
@@ -41,6 +42,7 @@ class WorkerSupervisor:
     def __init__(self, config: WorkerConfig, count: int, sys_path: list[str]) -> None:
         self._config = config
         self._sys_path = sys_path
+        self._template: _template.WorkerTemplate | None = None
         self._slots: list[WorkerProcess] = [self._new_process() for _ in range(count)]
 
     @property
@@ -50,7 +52,7 @@ class WorkerSupervisor:
 
     def _new_process(self) -> WorkerProcess:
         config = dataclasses.replace(self._config, uid=uuid.uuid4().hex)
-        return WorkerProcess(config, sys_path=self._sys_path)
+        return WorkerProcess(config, sys_path=self._sys_path, template=self._template)
 
     async def start(self) -> None:
         """Start every worker and wait until each serves.
@@ -59,6 +61,7 @@ class WorkerSupervisor:
             WorkerStartError: a worker failed to start (the others keep running
                 until ``stop()``).
         """
+        await self._start_template()
         try:
             async with asyncio.TaskGroup() as group:
                 for process in self._slots:
@@ -70,6 +73,20 @@ class WorkerSupervisor:
             if len(errors) > 1:
                 errors[0].add_note(f"({len(errors) - 1} more spawned workers failed to start)")
             raise errors[0] from None
+
+    async def _start_template(self) -> None:
+        """Fork workers from a warm template where possible; else each is a fresh interpreter."""
+        if not _template.available() or len(self._slots) < 2:
+            return
+        template = _template.WorkerTemplate()
+        try:
+            await template.start(self._sys_path, worker_process_environment())
+        except WorkerStartError as exc:
+            logger.debug("no worker template (%s): workers start as fresh interpreters", exc)
+            return
+        self._template = template
+        for process in self._slots:
+            process.template = template
 
     async def watch(self) -> None:
         """Replace workers that die, until cancelled; never raises otherwise."""
@@ -133,6 +150,9 @@ class WorkerSupervisor:
             )
         finally:
             await asyncio.gather(*(p.kill() for p in slots), return_exceptions=True)
+            template, self._template = self._template, None
+            if template is not None:
+                await template.aclose()
         for result in results:
             if isinstance(result, BaseException):
                 raise result

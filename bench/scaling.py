@@ -1,0 +1,270 @@
+"""SCALE: what a pool costs when large and when idle, on one host.
+
+``python -m bench.scaling`` (part of ``make bench``). For each pool size, in a
+fresh caller process (``python -m bench.scaling --one N``):
+
+- start: from entering ``WorkerPool(spawn=N)`` to the block's body (every
+  worker serves and is admitted); stop: leaving the block until it returns;
+  whether anything was printed on stderr (the caller's, its workers').
+- nested fan-out: one call per worker, each making ``4 * N`` nested no-op
+  calls from inside the worker (so every worker's shipped proxy connects),
+  then the sockets each worker holds (``socket:`` links in /proc/<pid>/fd),
+  and the VmRSS of caller and workers.
+- idle: after the fan-out, nothing for ``--idle`` seconds; the CPU time of
+  the caller and of each worker over that window (utime + stime from
+  /proc/<pid>/stat, 10 ms ticks), as a percentage of one core.
+
+Results: ``bench/results/scaling.json`` and ``scaling.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import percentile, rss_kib
+
+BENCH_DIR = Path(__file__).resolve().parent
+SIZES = (2, 8, 16, 32)
+MIB = 1024.0
+
+
+def sockets(pid: int) -> int:
+    """How many sockets ``pid`` holds open."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                    count += 1
+    return count
+
+
+def _pss_mib(pid: int) -> float:
+    """Proportional set size: pages shared with the template count shared."""
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / MIB
+    return float("nan")
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its reaped descendants."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _family(pids: list[int]) -> list[int]:
+    """The workers and, when they were forked from one, their template."""
+    parents = set()
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{pid}/stat") as f:
+            parents.add(int(f.read().rsplit(")", 1)[1].split()[1]))
+    return [*pids, *(parents - {os.getpid()})]
+
+
+def _exact(pids: list[int]) -> dict[int, float]:
+    return {pid: _exact_cpu(pid) for pid in pids}
+
+
+def _exact_cpu(pid: int) -> float:
+    """CPU seconds of all threads of ``pid`` (ns resolution, from schedstat), 0 if gone."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(OSError, ValueError),
+                open(f"/proc/{pid}/task/{tid}/schedstat") as f,
+            ):
+                total += int(f.read().split()[0])
+    return total / 1e9
+
+
+async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]:
+    """One pool of ``spawn`` workers: start, fan-out, idle, stop."""
+    import distaff
+
+    from . import scaling_routines
+
+    started, cpu0 = time.perf_counter(), _own_cpu()
+    pool = distaff.WorkerPool(spawn=spawn, lazy=False, **_subset_arg(subset))
+    await pool.__aenter__()
+    result: dict[str, Any] = {
+        "spawn": spawn,
+        "subset": getattr(pool.proxy, "subset", None),
+        "start_s": time.perf_counter() - started,
+    }
+    try:
+        pids = pool.pids
+        family = _family(pids)
+        result["start_cpu_s"] = _own_cpu() - cpu0 + sum(_exact_cpu(pid) for pid in family)
+        await asyncio.gather(*(scaling_routines.noop() for _ in range(2 * spawn)))
+        result |= await _idle(pids, idle, "")
+        done = await asyncio.gather(*(scaling_routines.fan(4 * spawn) for _ in range(spawn)))
+        if sum(done) != 4 * spawn * spawn:
+            raise AssertionError(f"fan-out made {sum(done)} nested calls")
+        await asyncio.sleep(1.0)  # let connection setup settle
+        per_worker = sorted(sockets(pid) for pid in pids)
+        rss = sorted((rss_kib(pid) or 0) / MIB for pid in pids)
+        pss = sorted(_pss_mib(pid) for pid in pids)
+        result |= {
+            "worker_sockets_p50": percentile(per_worker, 50),
+            "worker_sockets_max": float(per_worker[-1]),
+            "caller_sockets": float(sockets(os.getpid())),
+            "worker_rss_mib_p50": percentile(rss, 50),
+            "worker_rss_mib_max": rss[-1],
+            "worker_pss_mib_p50": percentile(pss, 50),
+            "caller_rss_mib": (rss_kib(os.getpid()) or 0) / MIB,
+        }
+        result |= await _idle(pids, idle, "nested_")
+    finally:
+        written = os.lseek(2, 0, os.SEEK_END)
+        family = _family(pool.pids)
+        before = sum(_exact_cpu(pid) for pid in family)
+        cpu0, own0 = _own_cpu(), time.process_time()
+        stopping = time.perf_counter()
+        await pool.__aexit__(None, None, None)
+        result["stop_s"] = time.perf_counter() - stopping
+        # the workers' CPU reaches us through the template's (or our own) children times
+        result["stop_cpu_s"] = _own_cpu() - cpu0 - before
+        result["stop_cpu_caller_s"] = time.process_time() - own0
+        result["teardown_stderr"] = os.pread(2, 1 << 16, written).decode(errors="replace")
+    return result
+
+
+async def _idle(pids: list[int], idle: float, prefix: str) -> dict[str, float]:
+    """CPU of the caller and each worker over ``idle`` seconds of doing nothing, in % of a core."""
+    me = os.getpid()
+    before, t0 = _exact([me, *pids]), time.perf_counter()
+    await asyncio.sleep(idle)
+    after, elapsed = _exact([me, *pids]), time.perf_counter() - t0
+    share = {pid: 100.0 * (after[pid] - before[pid]) / elapsed for pid in before}
+    workers = sorted(share[pid] for pid in pids)
+    return {
+        f"{prefix}caller_idle_cpu_pct": share[me],
+        f"{prefix}worker_idle_cpu_pct_p50": percentile(workers, 50),
+        f"{prefix}worker_idle_cpu_pct_max": workers[-1],
+    }
+
+
+def _subset_arg(subset: int | None) -> dict[str, Any]:
+    """WorkerPool's keyword: None keeps its default; 0 means every worker."""
+    if subset is None:
+        return {}
+    return {"subset": subset or None}
+
+
+def one(spawn: int, idle: float, subset: int | None) -> None:
+    """Run one size in this process (its workers share its stderr, a file); print JSON."""
+    with tempfile.TemporaryFile() as err:
+        saved = os.dup(2)
+        os.dup2(err.fileno(), 2)
+        try:
+            record = asyncio.run(measure(spawn, idle, subset))
+        finally:
+            os.dup2(saved, 2)
+            err.seek(0)
+            sys.stderr.write(err.read().decode(errors="replace"))
+    print(json.dumps(record))
+
+
+def _run_one(spawn: int, idle: float, subset: int | None) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(BENCH_DIR.parent), env.get("PYTHONPATH", "")) if p
+    )
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.scaling", "--one", str(spawn), "--idle", str(idle)),
+            *(() if subset is None else ("--subset", str(subset))),
+        ],
+        cwd=BENCH_DIR.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120 + idle,
+        start_new_session=True,
+    )
+    if proc.returncode != 0:
+        return {"spawn": spawn, "subset": subset, "ok": False, "error": proc.stderr[-2000:]}
+    record: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    record["ok"] = True
+    record["stderr"] = proc.stderr[-2000:]
+    return record
+
+
+def _idle_cell(r: dict[str, Any], prefix: str) -> str:
+    caller = r[f"{prefix}caller_idle_cpu_pct"]
+    p50, top = r[f"{prefix}worker_idle_cpu_pct_p50"], r[f"{prefix}worker_idle_cpu_pct_max"]
+    return f"{caller:.2f}, {p50:.2f} / {top:.2f}"
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per run."""
+    out = io.StringIO()
+    out.write(
+        "| spawn | subset | start s (CPU s) | stop s (CPU s) | stderr at stop"
+        " | idle % core: caller, worker p50/max | the same after nested calls"
+        " | sockets per worker p50/max"
+        " | worker RSS / PSS MiB p50 | caller RSS MiB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    for r in runs:
+        if not r["ok"]:
+            out.write(f"| {r['spawn']} | {r.get('subset')} | failed | | | | | | | |\n")
+            continue
+        out.write(
+            f"| {r['spawn']} | {r['subset'] or 'all'} |"
+            f" {r['start_s']:.2f} ({r['start_cpu_s']:.2f}) |"
+            f" {r['stop_s']:.2f} ({r['stop_cpu_s']:.2f}) |"
+            f" {'yes' if r['teardown_stderr'].strip() else 'none'} |"
+            f" {_idle_cell(r, '')} | {_idle_cell(r, 'nested_')} |"
+            f" {r['worker_sockets_p50']:.0f} / {r['worker_sockets_max']:.0f} |"
+            f" {r['worker_rss_mib_p50']:.1f} / {r['worker_pss_mib_p50']:.1f} |"
+            f" {r['caller_rss_mib']:.1f} |\n"
+        )
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scaling")
+    parser.add_argument("--one", type=int, help="measure one size in this process")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument(
+        "--subset", type=int, help="WorkerPool(subset=...) (0: every worker; default: its default)"
+    )
+    parser.add_argument("--out", default=str(BENCH_DIR / "results"))
+    args = parser.parse_args()
+    if args.one is not None:
+        one(args.one, args.idle, args.subset)
+        return
+    runs = [
+        _run_one(int(size), args.idle, args.subset)
+        for _ in range(args.reps)
+        for size in args.sizes.split(",")
+    ]
+    load = os.getloadavg()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps({"loadavg": load, "runs": runs}, indent=1))
+    text = table(runs)
+    (out / "scaling.md").write_text(text)
+    print(text)
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Entry point of a pool's worker template (``python -m ...worker._template FD``).
+
+The template imports what a worker needs (distaff, grpc, cloudpickle) and then
+only forks: it starts no thread and no gRPC, so each child begins from a clean,
+warm interpreter. The parent writes ``sys.path`` as one JSON line on our stdin,
+and then speaks over the Unix socket ``FD``:
+
+- parent to template: an 8-byte request id with two descriptors attached
+  (``SCM_RIGHTS``): the child's lifeline (read end, becomes its stdin) and its
+  readiness pipe (write end). The child then runs as ``_main`` does.
+- template to parent: ``MESSAGE`` records: ``R`` ready; ``P`` request id, child
+  pid; ``F`` request id, errno (fork failed); ``X`` pid, return code (negative:
+  killed by that signal), once the child is reaped.
+
+End-of-file on the socket (the parent is gone) ends the template; its children
+live on until their own lifelines close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+
+from .template import MESSAGE, REQUEST
+
+
+def _returncode(status: int) -> int:
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+class _Template:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+
+    def send(self, kind: bytes, a: int, b: int) -> None:
+        self.control.sendall(MESSAGE.pack(kind, a, b))
+
+    def reap(self, signum: int = 0, frame: object = None) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            try:
+                self.send(b"X", pid, _returncode(status))
+            except OSError:
+                return
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, self.reap)
+        self.send(b"R", 0, 0)
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.control, REQUEST.size, 2)
+            except ConnectionError:
+                return
+            if not data:
+                return
+            if len(data) != REQUEST.size or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            (request,) = REQUEST.unpack(data)
+            self.fork(request, *fds)
+
+    def fork(self, request: int, lifeline: int, ready: int) -> None:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(lifeline)
+            os.close(ready)
+            self.send(b"F", request, exc.errno or 0)
+            return
+        if pid == 0:
+            _child(self.control, lifeline, ready)
+        os.close(lifeline)
+        os.close(ready)
+        self.send(b"P", request, pid)
+
+
+def _child(control: socket.socket, lifeline: int, ready: int) -> None:
+    """Become a worker; never returns."""
+    code = 1
+    try:
+        control.close()
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.dup2(lifeline, 0)
+        os.close(lifeline)
+        from ._main import run
+
+        code = run(ready)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _trim_heap() -> None:
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+
+
+def main() -> None:
+    control = socket.socket(fileno=int(sys.argv[1]))
+    sys.path[:] = json.loads(sys.stdin.buffer.readline())["sys_path"]
+    # what every worker imports, once, before any thread or gRPC exists here
+    import cloudpickle  # noqa: F401
+    import grpc  # noqa: F401
+
+    from . import _main, server  # noqa: F401
+
+    # what the imports left behind goes back before the forks copy it, and the
+    # survivors are frozen so that no child's collector touches (copies) them
+    gc.collect()
+    gc.freeze()
+    _trim_heap()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the workers and the caller
+    _Template(control).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Spawned workers fork from one warm template per pool; none outlives the pool or its caller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import textwrap
+
+import pytest
+
+import distaff
+
+from . import routines as r
+from .durable import ROOT
+from .fault_routines import alive
+
+OWNER = textwrap.dedent(
+    """
+    import asyncio
+    import distaff
+
+    async def main():
+        async with distaff.WorkerPool(spawn=3) as pool:
+            print(*pool.pids, flush=True)
+            await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+async def until_gone(pids: list[int], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while any(alive(pid) for pid in pids):
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="templates are Linux only")
+async def test_a_pool_forks_its_workers_from_one_template_that_goes_with_it() -> None:
+    async with distaff.WorkerPool(spawn=3) as pool:
+        pids = pool.pids
+        (template,) = {parent_of(pid) for pid in pids}
+        assert template != os.getpid()
+        assert b"distaff.runtime.worker._template" in cmdline(template)
+        assert {await r.pid() for _ in range(30)} == set(pids)
+    assert not any(alive(pid) for pid in [*pids, template])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="templates are Linux only")
+async def test_a_killed_caller_leaves_neither_workers_nor_template() -> None:
+    caller = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OWNER, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert caller.stdout is not None
+        async with asyncio.timeout(60):
+            pids = [int(p) for p in (await caller.stdout.readline()).split()]
+        template = parent_of(pids[0])
+        caller.send_signal(signal.SIGKILL)  # no chance to clean up
+    finally:
+        if caller.returncode is None:
+            caller.kill()
+        await caller.wait()
+    await until_gone([*pids, template])  # each sees its lifeline close and stops
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="templates are Linux only")
+async def test_the_exit_status_of_a_forked_worker_reaches_the_supervisor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="distaff.pool")
+    async with distaff.WorkerPool(spawn=2) as pool:
+        victim = pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        async with asyncio.timeout(20):
+            while victim in pool.pids or len(pool.pids) < 2:
+                await asyncio.sleep(0.02)
+    assert any(f"pid {victim}) was killed by SIGKILL" in m for m in caplog.messages)
