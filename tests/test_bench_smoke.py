@@ -12,27 +12,23 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--reps",
-            "1",
-            "--no-peer",
-            "--only",
-            "W1,W2,W3,W4,W5",
-            "--out",
-            str(tmp_path),
-        ],
+QUICK = ("--quick", "--reps", "1", "--no-peer")
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Path) -> None:
+    result = run_module("bench", *QUICK, "--only", "W1,W2,W3,W4,W5", "--out", str(tmp_path))
 
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "latest.json").read_text())
@@ -47,25 +43,7 @@ def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Pa
 
 
 def test_quick_w7_compares_distaff_map_with_the_process_pool(tmp_path: pathlib.Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--reps",
-            "1",
-            "--no-peer",
-            "--only",
-            "W7",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_module("bench", *QUICK, "--only", "W7", "--out", str(tmp_path))
 
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "latest.json").read_text())
@@ -79,16 +57,18 @@ def test_quick_w7_compares_distaff_map_with_the_process_pool(tmp_path: pathlib.P
     assert "W7 ProcessPoolExecutor.map" in (tmp_path / "latest.md").read_text()
 
 
-QUICK_W6 = [sys.executable, "-m", "bench.balancing", "--quick", "--reps", "1", "--count", "40"]
-
-
 def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path) -> None:
-    result = subprocess.run(
-        [*QUICK_W6, "--scenarios", "B", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_module(
+        "bench.balancing",
+        "--quick",
+        "--reps",
+        "1",
+        "--count",
+        "40",
+        "--scenarios",
+        "B",
+        "--out",
+        str(tmp_path),
     )
 
     assert result.returncode == 0, result.stderr[-2000:]
@@ -104,23 +84,7 @@ def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path)
 
 
 def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib.Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.scaling",
-            "--sizes",
-            "2",
-            "--idle",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_module("bench.scaling", "--sizes", "2", "--idle", "1", "--out", str(tmp_path))
 
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = json.loads((tmp_path / "scaling.json").read_text())["runs"]
@@ -134,25 +98,7 @@ def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib
 
 
 def test_quick_wa_measures_actor_calls_next_to_routine_calls(tmp_path: pathlib.Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--reps",
-            "1",
-            "--no-peer",
-            "--only",
-            "WA",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_module("bench", *QUICK, "--only", "WA", "--out", str(tmp_path))
 
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "latest.json").read_text())
