@@ -401,7 +401,7 @@ async def test_without_inotify_and_pidfd_it_polls_and_still_drops_a_killed_publi
         raise OSError("pidfd_open is not available")
 
     monkeypatch.setattr(watch_module, "_LIBC", None)
-    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    monkeypatch.setattr(watch_module, "_pidfd_open", no_pidfd)
     uid = f"child-{uuid.uuid4().hex}"
     proc = await spawn(CHILD_PUBLISHER, disco.namespace, disco.root, uid, "wait")
     assert await read_line(proc) == "ready"

@@ -18,6 +18,11 @@ import dataclasses
 import errno
 import os
 import struct
+from collections.abc import Callable
+
+# os.pidfd_open (Linux >= 5.3); looked up here so tests can take it away from
+# discovery alone (asyncio's own child watcher uses it on 3.12)
+_pidfd_open: Callable[[int], int] | None = getattr(os, "pidfd_open", None)
 
 _IN_MODIFY = 0x2
 _IN_ATTRIB = 0x4
@@ -135,7 +140,9 @@ class Watch:
         if pid in self._pidfds:
             return True
         try:
-            fd = os.pidfd_open(pid)
+            if _pidfd_open is None:
+                return False
+            fd = _pidfd_open(pid)
         except ProcessLookupError:
             self._changes.exited.add(pid)
             self._wake.set()
