@@ -437,3 +437,95 @@ class TestWorkerProxyEviction:
         # Assert: the connection's own dispatch (not the injected fake) refuses
         with pytest.raises(distaff.RpcError, match="closed"):
             await distaff.WorkerConnection.dispatch(evicted, new_task())
+
+
+class CountsDelegate(distaff.RoundRobinLoadBalancer):
+    """Round robin whose ``delegate`` is its own: the proxy must drive the protocol."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delegations = 0
+
+    async def delegate(
+        self, *, context: distaff.LoadBalancerContextView
+    ) -> AsyncGenerator[tuple[distaff.WorkerMetadata, distaff.WorkerConnection], Any]:
+        self.delegations += 1
+        offers = super().delegate(context=context)
+        try:
+            offer = await anext(offers)
+            while True:
+                try:
+                    winner = yield offer
+                except Exception as exc:
+                    offer = await offers.athrow(exc)
+                else:
+                    await offers.asend(winner)
+        except StopAsyncIteration:
+            return
+
+
+BUILT_IN = [
+    distaff.RoundRobinLoadBalancer,
+    distaff.LeastLoadedLoadBalancer,
+    distaff.LatencyAwareLoadBalancer,
+    CountsDelegate,
+]
+
+
+class TestBuiltInBalancersMatchTheProtocol:
+    """The proxy runs the seed's loop inline for built-in balancers (no async
+    generator per call); a subclass overriding ``delegate`` goes through the
+    protocol. Both must skip, evict and give up alike."""
+
+    @pytest.mark.parametrize("balancer_type", BUILT_IN, ids=lambda t: t.__name__)
+    async def test_transient_failure_skips_and_faulty_worker_is_evicted(
+        self, start_proxy: StartProxy, balancer_type: type
+    ) -> None:
+        # Arrange: "a" is really unreachable (transient), "b" breaks, "c" accepts
+        balancer = balancer_type()
+        proxy = await start_proxy(balancer, "a", "b", "c")
+        stream = SpyStream()
+        broken = FakeDispatch(raises=distaff.RpcError("INTERNAL", "broke"))
+        inject(proxy.context, {"b": broken, "c": FakeDispatch(returns=stream)})
+
+        # Act: three calls, so every worker is offered first once
+        results = [await proxy.dispatch(new_task()) for _ in range(3)]
+
+        # Assert
+        assert results == [stream] * 3
+        assert len(broken.calls) == 1  # evicted at its first failure, never offered again
+        assert uids(proxy.workers) == ["a", "c"]
+        if isinstance(balancer, CountsDelegate):
+            assert balancer.delegations == 3
+
+    @pytest.mark.parametrize("balancer_type", BUILT_IN, ids=lambda t: t.__name__)
+    async def test_every_worker_failing_raises_no_workers_with_the_last_error(
+        self, start_proxy: StartProxy, balancer_type: type
+    ) -> None:
+        # Arrange
+        error = distaff.RpcError("INTERNAL", "broke")
+        proxy = await start_proxy(balancer_type(), "a", "b")
+        inject(proxy.context, {"a": FakeDispatch(raises=error), "b": FakeDispatch(raises=error)})
+
+        # Act
+        with pytest.raises(distaff.NoWorkersAvailable, match="every worker failed") as raised:
+            await proxy.dispatch(new_task())
+
+        # Assert
+        assert raised.value.__cause__ is error
+        assert proxy.workers == []
+
+    @pytest.mark.parametrize("balancer_type", BUILT_IN, ids=lambda t: t.__name__)
+    async def test_unreachable_workers_time_out_within_the_dispatch_timeout(
+        self, start_proxy: StartProxy, balancer_type: type
+    ) -> None:
+        # Arrange: both really unreachable; each attempt fails transiently
+        proxy = await start_proxy(balancer_type(), "a", "b")
+
+        # Act
+        with pytest.raises(distaff.NoWorkersAvailable) as raised:
+            await proxy.dispatch(new_task(), timeout=2.0)
+
+        # Assert: transient failures evict nobody
+        assert isinstance(raised.value.__cause__, distaff.TransientRpcError)
+        assert uids(proxy.workers) == ["a", "b"]

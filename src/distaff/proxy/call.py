@@ -20,6 +20,7 @@ class CallLink(Protocol):
 
     target: str
     error: RpcError | None  # why the stream ended, once it has
+    loop: asyncio.AbstractEventLoop  # the loop the calls run on
 
     def step(self, call: int, kind: int, payload: bytes = b"", credit: int = 0) -> None:
         """Queue a step frame for ``call``."""
@@ -45,6 +46,7 @@ class RemoteCall:
         "_events",
         "_generator",
         "_link",
+        "_loop",
         "_sink",
         "_waiter",
         "_window",
@@ -56,6 +58,7 @@ class RemoteCall:
 
     def __init__(self, link: CallLink, generator: bool, window: int) -> None:
         self._link = link
+        self._loop = link.loop  # asyncio.get_running_loop() costs a getpid() on 3.11
         self.id = 0
         # when it began, for the connection's latency average (calls, not streams)
         self.born: float | None = None if generator else time.monotonic()
@@ -77,13 +80,14 @@ class RemoteCall:
 
     def feed(self, event: s.Event) -> None:
         """Deliver a session event for this call (driver only)."""
-        if isinstance(event, s.Output):  # written at once, whoever reads the call
+        kind = event.__class__
+        if kind is s.Output:  # written at once, whoever reads the call
             if self._sink is not None:
-                self._sink.forward(event.output)
+                self._sink.forward(event.output)  # type: ignore[union-attr]
             else:
-                emit(event.output)
+                emit(event.output)  # type: ignore[union-attr]
             return
-        if isinstance(event, s.FINAL):
+        if kind is not s.Accepted and kind is not s.Item:  # a final event
             self._ended = True
         self._events.append(event)
         waiter = self._waiter
@@ -91,16 +95,29 @@ class RemoteCall:
             waiter.set_result(None)
 
     async def first_answer(self) -> s.Event:
-        """Wait for the worker's first word on this call; cancelling cancels it."""
-        event = await self._next()
-        if isinstance(event, s.Accepted):
-            return event
-        self._events.appendleft(event)  # a final answer: reading the call reports it
+        """Wait for the worker's first word on this call; cancelling cancels it.
+
+        An ``Accepted`` is taken; any other (final) answer stays queued, so
+        reading the call reports it.
+        """
+        events = self._events
+        while not events:
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+            finally:
+                self._waiter = None
+        event = events[0]
+        if event.__class__ is s.Accepted:
+            events.popleft()
         return event
 
     async def _next(self) -> s.Event:
         while not self._events:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             except asyncio.CancelledError:
@@ -121,9 +138,9 @@ class RemoteCall:
         if self._ended and not self._events:
             raise StopAsyncIteration
         event = await self._next()
-        while isinstance(event, s.Accepted):
+        while event.__class__ is s.Accepted:
             event = await self._next()
-        if isinstance(event, (s.Item, s.Result)):
+        if event.__class__ is s.Result or event.__class__ is s.Item:
             self.context = event.context
             return loads(event.payload, what="a value sent by the worker")
         if isinstance(event, s.Done):

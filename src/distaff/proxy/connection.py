@@ -78,7 +78,8 @@ class _SessionDriver:
         self._sent: list[asyncio.Future[None]] = []
         self._pump = Pump(self._take, transport.write)
         self._pump.wake()  # the hello goes first
-        self._runner = asyncio.get_running_loop().create_task(self._run())
+        self.loop = asyncio.get_running_loop()
+        self._runner = self.loop.create_task(self._run())
 
     # CallLink
 
@@ -108,7 +109,7 @@ class _SessionDriver:
 
     async def sent(self) -> None:
         """Wait until everything queued so far went to the transport."""
-        future = asyncio.get_running_loop().create_future()
+        future = self.loop.create_future()
         self._sent.append(future)
         self._pump.wake()
         await future
@@ -153,16 +154,17 @@ class _SessionDriver:
         )
 
     def _deliver(self, events: list[s.Event]) -> None:
+        connection = self._connection
         for event in events:
-            if isinstance(event, s.Ready):
+            kind = event.__class__
+            if kind is s.Accepted or kind is s.Item or kind is s.Output:
+                event.owner.feed(event)  # type: ignore[union-attr]
+            elif kind is s.Ready:
                 self.ready.set()
-            elif isinstance(event, s.Draining):
-                continue
-            else:
-                if isinstance(event, s.FINAL):
-                    failed = not isinstance(event, (s.Result, s.Done))
-                    self._connection._finished(failed=failed, born=event.owner.born)
-                event.owner.feed(event)
+            elif kind is not s.Draining:  # a final event
+                failed = kind is not s.Result and kind is not s.Done
+                connection._finished(failed=failed, born=event.owner.born)  # type: ignore[union-attr]
+                event.owner.feed(event)  # type: ignore[union-attr]
 
     def _end(self, error: RpcError) -> None:
         self.error = error
@@ -343,7 +345,16 @@ class WorkerConnection:
         self.turn = next(_turns)
         reservation = [True]  # handed over to the session when the call opens
         try:
-            return await self._start(driver, fields, task, timeout, reservation)
+            if timeout is None and driver.ready.is_set():
+                # the common case: nothing to wait for before the call is queued
+                call = self._open(driver, fields, task, reservation)
+                driver.wake()
+            else:
+                call = await self._open_within(driver, fields, task, timeout, reservation)
+            answer = await call.first_answer()
+            if answer.__class__ is not s.Accepted:
+                self._refused(answer)
+            return call
         except TransientRpcError:
             self._observe(0.0, failed=True)  # refused or unreachable: slow, for now
             raise
@@ -353,21 +364,8 @@ class WorkerConnection:
             if not driver.session.open_calls:
                 self._idle.set()
 
-    async def _start(
-        self,
-        driver: _SessionDriver,
-        fields: s.StartFields,
-        task: Task,
-        timeout: float | None,
-        reservation: list[bool],
-    ) -> RemoteCall:
-        if timeout is None and driver.ready.is_set():
-            # the common case: nothing to wait for before the call is queued
-            call = self._open(driver, fields, task, reservation)
-            driver.wake()
-        else:
-            call = await self._open_within(driver, fields, task, timeout, reservation)
-        answer = await call.first_answer()
+    def _refused(self, answer: s.Event) -> None:
+        """Raise if the worker's first answer says the call never started."""
         if isinstance(answer, s.Refused):
             # busy: at its concurrency limit; otherwise draining (going away)
             code = StatusCode.RESOURCE_EXHAUSTED if answer.busy else StatusCode.UNAVAILABLE
@@ -376,7 +374,6 @@ class WorkerConnection:
             raise TransientRpcError(
                 StatusCode.UNAVAILABLE, "the session ended before the call was sent", self.target
             )
-        return call
 
     def _open(
         self, driver: _SessionDriver, fields: s.StartFields, task: Task, reservation: list[bool]

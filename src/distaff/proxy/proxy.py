@@ -21,6 +21,7 @@ from .._exceptions import (
     StatusCode,
     TransientRpcError,
 )
+from ..balancers._choosing import OfferLoop
 from ..balancers.base import (
     DelegatingLoadBalancerLike,
     LoadBalancerContextView,
@@ -341,7 +342,12 @@ class WorkerProxy:
                 await self._await_first_worker(deadline)
             if balancer is not None or self._delegating:
                 chooser = balancer if balancer is not None else self._balancer
-                return await self._delegate_dispatch(membership, task, deadline, chooser)
+                try:
+                    if _offers_inline(chooser):
+                        return await self._offer_round(membership, task, deadline, chooser)
+                    return await self._delegate_round(membership, task, deadline, chooser)
+                except _AllBusy as busy:
+                    return await self._delegate_dispatch(membership, task, deadline, chooser, busy)
             stream: AsyncIterator[Any] = await self._balancer.dispatch(
                 task, context=membership.preferred, timeout=timeout
             )
@@ -377,23 +383,97 @@ class WorkerProxy:
         task: Task,
         deadline: float | None,
         balancer: DelegatingLoadBalancerLike,
+        busy: _AllBusy,
     ) -> RemoteCall:
-        """Ask the balancer round after round while every worker is busy."""
+        """After a round found every worker busy: ask again, backing off, until the deadline."""
         patience = deadline if deadline is not None else time.monotonic() + self.wait
         backoff = _BUSY_FIRST
+        inline = _offers_inline(balancer)
         while True:
+            now = time.monotonic()
+            if now >= patience:
+                if deadline is not None:
+                    raise _dispatch_timeout() from busy.last
+                raise NoWorkersAvailable(
+                    f"every worker stayed busy for {self.wait} s; the last: {busy.last}"
+                ) from busy.last
+            await asyncio.sleep(min(backoff * random.uniform(0.5, 1.5), patience - now))
+            backoff = min(backoff * 2, _BUSY_LAST)
             try:
+                if inline:
+                    return await self._offer_round(membership, task, deadline, balancer)
                 return await self._delegate_round(membership, task, deadline, balancer)
-            except _AllBusy as busy:
-                now = time.monotonic()
-                if now >= patience:
-                    if deadline is not None:
-                        raise _dispatch_timeout() from busy.last
-                    raise NoWorkersAvailable(
-                        f"every worker stayed busy for {self.wait} s; the last: {busy.last}"
-                    ) from busy.last
-                await asyncio.sleep(min(backoff * random.uniform(0.5, 1.5), patience - now))
-                backoff = min(backoff * 2, _BUSY_LAST)
+            except _AllBusy as again:
+                busy = again
+
+    def _round_context(self, membership: Membership, balancer: object) -> LoadBalancerContextView:
+        # the pool's balancer keeps to the preferred subset; a pinning one sees everyone
+        return membership.preferred if balancer is self._balancer else membership.context
+
+    async def _offer_round(
+        self,
+        membership: Membership,
+        task: Task,
+        deadline: float | None,
+        balancer: Any,
+    ) -> RemoteCall:
+        """The seed's loop for a built-in balancer, without its generator.
+
+        A built-in balancer (an ``OfferLoop`` that keeps its ``delegate``)
+        offers, each time, what ``choose`` returns among the untried workers,
+        and stops when one takes the call: exactly what this loop does by
+        calling ``choose`` itself, which saves an async generator per call.
+        """
+        context = self._round_context(membership, balancer)
+        tried: set[str] = set()
+        candidate = balancer.choose(context, tried)
+        if candidate is None:
+            raise NoWorkersAvailable(
+                "the load balancer offered no worker" + self._admission.explain()
+            )
+        busy = True
+        while True:
+            metadata, connection = candidate
+            tried.add(metadata.uid)
+            if observe.current is not None:
+                observe.current.attempted()
+            timeout = _attempt_budget(deadline)
+            try:
+                call: RemoteCall = await connection.dispatch(task, timeout=timeout)
+                return call
+            except Exception as exc:
+                busy = self._attempt_failed(membership, metadata, exc) and busy
+                failure: Exception = exc
+            candidate = balancer.choose(context, tried)
+            if candidate is None:
+                raise self._out_of_candidates(busy, failure, deadline)
+
+    def _attempt_failed(
+        self, membership: Membership, metadata: WorkerMetadata, exc: Exception
+    ) -> bool:
+        """Act on a failed attempt: evict a faulty worker; True if it was only busy."""
+        if isinstance(exc, TransientRpcError):
+            # busy, or out of this attempt's share of time: worth another round
+            return exc.code in _AGAIN
+        log.warning("evicting worker %s at %s: %s", metadata.uid[:8], metadata.address, exc)
+        membership.evict(metadata)
+        if observe.current is not None:
+            observe.current.evicted()
+        return False
+
+    def _out_of_candidates(
+        self, busy: bool, failure: Exception, deadline: float | None
+    ) -> Exception:
+        if busy:
+            error: Exception = _AllBusy(failure)
+        elif deadline is not None and time.monotonic() >= deadline:
+            error = _dispatch_timeout()
+            error.__cause__ = failure
+        else:
+            error = NoWorkersAvailable(f"every worker failed; the last error: {failure}")
+            error.__cause__ = failure
+        error.__suppress_context__ = True
+        return error
 
     async def _delegate_round(
         self,
@@ -403,8 +483,7 @@ class WorkerProxy:
         balancer: DelegatingLoadBalancerLike,
     ) -> RemoteCall:
         """The seed's loop: dispatch to each candidate; skip, evict, or hand over."""
-        # the pool's balancer keeps to the preferred subset; a pinning one sees everyone
-        context = membership.preferred if balancer is self._balancer else membership.context
+        context = self._round_context(membership, balancer)
         candidates: Any = balancer.delegate(context=context)
         busy = True
         try:
@@ -415,35 +494,19 @@ class WorkerProxy:
                     "the load balancer offered no worker" + self._admission.explain()
                 ) from None
             while True:
-                timeout = _attempt_budget(deadline)
                 if observe.current is not None:
                     observe.current.attempted()
+                timeout = _attempt_budget(deadline)
                 try:
                     stream = await connection.dispatch(task, timeout=timeout)
                     break
-                except TransientRpcError as exc:
-                    failure: Exception = exc
-                    # busy, or out of this attempt's share of time: worth another round
-                    busy = busy and exc.code in _AGAIN
                 except Exception as exc:
-                    log.warning(
-                        "evicting worker %s at %s: %s", metadata.uid[:8], metadata.address, exc
-                    )
-                    membership.evict(metadata)
-                    if observe.current is not None:
-                        observe.current.evicted()
-                    failure = exc
-                    busy = False
+                    busy = self._attempt_failed(membership, metadata, exc) and busy
+                    failure: Exception = exc
                 try:
                     metadata, connection = await candidates.athrow(failure)
                 except StopAsyncIteration:
-                    if busy:
-                        raise _AllBusy(failure) from None
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise _dispatch_timeout() from failure
-                    raise NoWorkersAvailable(
-                        f"every worker failed; the last error: {failure}"
-                    ) from failure
+                    raise self._out_of_candidates(busy, failure, deadline)  # noqa: B904
             return await self._hand_over(candidates, metadata, stream)
         finally:
             await candidates.aclose()
@@ -503,6 +566,11 @@ def _attempt_budget(deadline: float | None) -> float | None:
 
 def _dispatch_timeout() -> TimeoutError:
     return TimeoutError("no worker took the call within its dispatch_timeout")
+
+
+def _offers_inline(balancer: object) -> bool:
+    """True for balancers whose ``delegate`` is the built-in offer loop."""
+    return getattr(type(balancer), "delegate", None) is OfferLoop.delegate
 
 
 def _is_balancer(obj: object) -> bool:

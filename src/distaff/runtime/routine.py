@@ -64,19 +64,23 @@ def _new_task(
 ) -> Task:
     proxy = current_proxy()
     parent = current_task_var.get()
-    timeout = tightest(options.timeout, remaining())
-    if timeout is not None and timeout <= 0:
-        raise TimeoutError("the deadline for this call had already passed")
+    timeout = options.timeout
+    if deadline_var.get() is not None:
+        timeout = tightest(timeout, remaining())
+        if timeout is not None and timeout <= 0:
+            raise TimeoutError("the deadline for this call had already passed")
     dispatch_timeout = dispatch_timeout_var.get()
+    if dispatch_timeout is None:
+        dispatch_timeout = options.dispatch_timeout
+    if timeout is not None:
+        dispatch_timeout = tightest(dispatch_timeout, timeout)
     task = Task(
         callable=body,
         args=args,
         kwargs=kwargs,
         caller=parent.id if parent is not None else None,
         timeout=timeout,
-        dispatch_timeout=tightest(
-            options.dispatch_timeout if dispatch_timeout is None else dispatch_timeout, timeout
-        ),
+        dispatch_timeout=dispatch_timeout,
         generator=generator,
         window=options.window if generator else 0,
         proxy=proxy,
@@ -131,10 +135,14 @@ async def _close(stream: AsyncIterator[Any]) -> None:
 async def run_task(task: Task) -> Any:
     """Dispatch ``task`` (a coroutine call) once and return its result."""
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
-    stream = await _dispatch(task)
+    if observe.current is None:  # the common case, one coroutine frame fewer
+        assert task.proxy is not None
+        stream = await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
+    else:
+        stream = await _dispatch(task)
     try:
         if deadline is None:
-            return await anext(stream)
+            return await stream.__anext__()
         async with _bound(deadline):
             return await anext(stream)
     finally:
@@ -153,12 +161,16 @@ def _coroutine_routine(
     body: Callable[P, Any], options: _Options
 ) -> Callable[P, Coroutine[Any, Any, Any]]:
     name = getattr(body, "__qualname__", "routine")
+    retrying = bool(options.retry.retries)
 
     @functools.wraps(body)
     async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
         started = time.perf_counter() if observe.current is not None else 0.0
         try:
-            return await run_with_policy(_new_task(body, args, kwargs, False, options), options)
+            task = _new_task(body, args, kwargs, False, options)
+            if retrying:
+                return await with_retries(task, options.retry, run_task)
+            return await run_task(task)
         except BaseException as error:
             trim_traceback(error)
             raise  # a bare raise adds no frame of ours to the traceback

@@ -92,10 +92,23 @@ def _changes(call: _Call) -> bytes:
 class _Served:
     """One session being served: its state machine, pump and calls."""
 
-    __slots__ = ("_load", "actors", "calls", "ended", "error", "pump", "reported", "session")
+    __slots__ = (
+        "_load",
+        "actors",
+        "calls",
+        "ended",
+        "error",
+        "loop",
+        "pump",
+        "reported",
+        "session",
+        "unacked",
+    )
 
     def __init__(self, session: s.WorkerSession, transport: ServerTransport, load: Any) -> None:
         self.session = session
+        self.loop = asyncio.get_running_loop()
+        self.unacked: list[tuple[int, asyncio.Task[None]]] = []  # started since the last ack pass
         self.reported = 0.0
         self.pump = Pump(self._take, transport.write)
         self._load = load
@@ -188,7 +201,7 @@ class WorkerService:
         try:
             async with asyncio.TaskGroup() as group:
                 pump = group.create_task(served.pump.run())
-                reader = group.create_task(self._read(transport, served, group))
+                reader = group.create_task(self._read(transport, served))
                 await served.ended.wait()
                 reader.cancel()
                 if served.error is not None:
@@ -198,22 +211,25 @@ class WorkerService:
                     await asyncio.wait([c.task for c in served.calls.values() if c.task])
                 served.pump.close()
                 await pump
-        except BaseExceptionGroup as group_error:  # a bug in a call runner: surface it
+        except BaseExceptionGroup as group_error:  # a bug in the reader or pump: surface it
             raise group_error.exceptions[0] from group_error
         finally:
+            await _cancel_calls(served)
             served.actors.close()
             self._served.discard(served)
             if not self._served:
                 self._no_sessions.set()
 
-    async def _read(
-        self, transport: ServerTransport, served: _Served, group: asyncio.TaskGroup
-    ) -> None:
+    async def _read(self, transport: ServerTransport, served: _Served) -> None:
         try:
             while (envelope := await transport.read()) is not None:
                 rejected = served.session.rejected
                 for event in served.session.receive(envelope):
-                    self._handle(event, served, group)
+                    self._handle(event, served)
+                if served.unacked:
+                    # after the first step of every call this envelope started
+                    loop = served.loop
+                    loop.call_soon(self._ack_unless_done, served, loop.time())
                 if served.session.rejected != rejected:
                     self.instruments.refused(served.session.rejected - rejected)
                 if served.session.has_data():
@@ -228,7 +244,7 @@ class WorkerService:
         load.capacity = self.max_concurrency or 0
         load.loop_lag = self.loop_lag
 
-    def _handle(self, event: s.WorkerEvent, served: _Served, group: asyncio.TaskGroup) -> None:
+    def _handle(self, event: s.WorkerEvent, served: _Served) -> None:
         if isinstance(event, s.Started):
             limit = self.max_concurrency
             if limit is not None and len(self._running) >= limit:
@@ -238,7 +254,7 @@ class WorkerService:
                 )
                 self.instruments.refused(1, busy=True)
                 return
-            self._start(event.call, event.start, served, group)
+            self._start(event.call, event.start, served)
             return
         call = served.calls.get(event.call)
         if call is None:
@@ -250,9 +266,10 @@ class WorkerService:
             served.session.forget(event.call)
             call.task.cancel()
 
-    def _start(self, call_id: int, start: Start, served: _Served, group: asyncio.TaskGroup) -> None:
+    def _start(self, call_id: int, start: Start, served: _Served) -> None:
         call = served.calls[call_id] = _Call(start.generator)
-        task = call.task = group.create_task(self._run(call_id, start, call, served))
+        # owned by the session: ``serve`` waits for or cancels it before it returns
+        task = call.task = served.loop.create_task(self._run(call_id, start, call, served))
         if not self._running:
             self.on_busy()
         self._running.add(task)
@@ -261,19 +278,20 @@ class WorkerService:
         # The ack goes out after the call's first step: a call that finished in
         # that step needs none (its result frame implies it), which makes a
         # short coroutine one frame and one write each way.
-        loop = asyncio.get_running_loop()
-        loop.call_soon(self._ack_unless_done, call_id, task, served, loop.time())
+        served.unacked.append((call_id, task))
 
-    def _ack_unless_done(
-        self, call_id: int, task: asyncio.Task[None], served: _Served, queued: float
-    ) -> None:
-        lag = asyncio.get_running_loop().time() - queued
+    def _ack_unless_done(self, served: _Served, queued: float) -> None:
+        lag = served.loop.time() - queued
         self.loop_lag += (lag - self.loop_lag) * 0.1
-        if not task.done():
-            served.session.ack(call_id)
-            served.pump.wake()
+        unacked, served.unacked = served.unacked, []
+        for call_id, task in unacked:
+            if not task.done():
+                served.session.ack(call_id)
+        served.pump.wake()
 
     def _done(self, task: asyncio.Task[None], call_id: int, served: _Served) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a bug in _run
+            log.error("the runner of call %d failed", call_id, exc_info=task.exception())
         served.calls.pop(call_id, None)
         served.session.forget(call_id)  # no-op unless it ended without a final frame
         self._running.discard(task)
@@ -464,3 +482,12 @@ class WorkerService:
 
 def _nothing() -> None:
     pass
+
+
+async def _cancel_calls(served: _Served) -> None:
+    """Cancel the session's calls still running and wait for them to end."""
+    running = [c.task for c in served.calls.values() if c.task is not None and not c.task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.wait(running)

@@ -42,7 +42,7 @@ class Phase(enum.Enum):
         return self is not Phase.QUEUED
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class StartFields:
     """What a Start frame carries, every blob already encoded.
 
@@ -69,21 +69,23 @@ class StartFields:
 
 # Events: what the driver learns from the session. ``owner`` is whatever the
 # driver passed to ``open_call`` (its per-call waiter), handed back untouched.
+# They are made per frame, so they are plain slotted classes: treat them as
+# read-only (a frozen dataclass would set each field through a slow path).
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Ready:
     """The worker answered the hello; queued calls go out now."""
 
     worker: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Draining:
     """The worker refuses new calls from now on; open calls still finish."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Accepted:
     """The worker acknowledged the call (explicitly or by answering)."""
 
@@ -91,7 +93,7 @@ class Accepted:
     owner: Any
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Item:
     """A generator call yielded a value."""
 
@@ -101,7 +103,7 @@ class Item:
     context: bytes = b""  # ContextVar values the routine changed, pickled
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Output:
     """The call printed or logged something (not final; the call goes on)."""
 
@@ -110,7 +112,7 @@ class Output:
     output: OutputFrame
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Result:
     """Final: a coroutine call returned a value."""
 
@@ -120,7 +122,7 @@ class Result:
     context: bytes = b""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Done:
     """Final: a generator call finished."""
 
@@ -129,7 +131,7 @@ class Done:
     context: bytes = b""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Failed:
     """Final: the routine raised; ``payload`` is the encoded exception."""
 
@@ -139,7 +141,7 @@ class Failed:
     context: bytes = b""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Refused:
     """Final: the worker refused the call; it never ran (safe to retry)."""
 
@@ -149,7 +151,7 @@ class Refused:
     busy: bool = False  # at its concurrency limit, rather than draining
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Lost:
     """Final: the session ended before the call did."""
 

@@ -22,7 +22,7 @@ class _State(enum.Enum):
     ACKED = "acked"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Started:
     """Run this call."""
 
@@ -30,7 +30,7 @@ class Started:
     start: Start
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Stepped:
     """The caller stepped a running generator call."""
 
@@ -38,7 +38,7 @@ class Stepped:
     step: Step
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class CancelRequested:
     """The caller gave up on a running call."""
 
