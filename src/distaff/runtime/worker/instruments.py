@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ class Instruments:
         self.metrics: WorkerMetrics | None = None
         self._burst = default_burst()
         self._origins: dict[str, Origin] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     def started(self) -> float:
         """A call starts: its start time if metrics need one, else 0."""
@@ -70,14 +73,21 @@ class Instruments:
         if self.metrics is not None:
             self.metrics.item(routine)
 
-    def capture_output(self, routine: str, send: Callable[[list[Output]], None]) -> CallOutput:
-        """Send what the current call prints and logs through ``send``, from now on."""
+    def capture_output(
+        self,
+        routine: str,
+        send: Callable[[list[Output]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> CallOutput:
+        """Send what the current call prints and logs through ``send`` (run on ``loop``)."""
         origin = self._origins.get(routine)
         if origin is None:
             if len(self._origins) >= 4096:  # routines are few; bound it anyway
                 self._origins.clear()
             origin = self._origins[routine] = Origin(routine, os.getpid(), self.host, self.worker)
-        sink = CallOutput(send, origin, self._burst, asyncio.get_running_loop())
+        if loop is not self._loop:  # calls run on one loop: its thread is known
+            self._loop, self._loop_thread = loop, threading.get_ident()
+        sink = CallOutput(send, origin, self._burst, loop, self._loop_thread)
         current_output_sink.set(sink)
         return sink
 

@@ -81,6 +81,8 @@ class CallOutput:
         send: queues frames on the call's stream (runs on the loop).
         origin: stamped on the frames this call produces.
         burst: lines the call may send at once.
+        loop: the loop ``send`` runs on.
+        loop_thread: that loop's thread (default: this one).
     """
 
     __slots__ = (
@@ -106,13 +108,14 @@ class CallOutput:
         origin: Origin,
         burst: int,
         loop: asyncio.AbstractEventLoop,
+        loop_thread: int | None = None,
     ) -> None:
         # made for every call: only what a call that prints nothing needs
         self._send = send
         self._origin = origin
         self._burst = burst
         self._loop = loop
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = threading.get_ident() if loop_thread is None else loop_thread
         self._lock = threading.Lock()
         self._partial = ["", ""]  # by kind: stdout, stderr
         self._queued: list[Output] = []

@@ -338,7 +338,7 @@ class WorkerService:
             call.seen = contextvar.apply(task.context)
             if task.output:
                 call.output = self.instruments.capture_output(
-                    call.routine, functools.partial(_send_output, call_id, served)
+                    call.routine, functools.partial(_send_output, call_id, served), served.loop
                 )
             with self.instruments.span(task, call.routine):
                 if call.steps is not None:
