@@ -98,6 +98,8 @@ Snapshot = dict[str, Any]
 
 
 def _values() -> Snapshot:
+    if not _registry:  # most programs define none: every call asks
+        return {}
     values = {}
     for name, var in list(_registry.items()):
         value = var._var.get(_MISSING)
