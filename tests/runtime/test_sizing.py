@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from distaff.runtime.sizing import MAX_CHUNK, TARGET_SECONDS, ChunkSizer
+from distaff.runtime.sizing import (
+    BIG_CALLS_PER_WORKER,
+    MAX_CALL_BYTES,
+    MAX_CHUNK,
+    TARGET_SECONDS,
+    ChunkSizer,
+)
 
 
 def test_first_calls_carry_one_item() -> None:
@@ -29,7 +35,7 @@ def test_size_is_capped_for_trivial_items() -> None:
 
 def test_known_length_keeps_the_last_items_spread_over_the_workers() -> None:
     sizer = ChunkSizer(None, workers=2, total=1000)
-    sizer.observe(10, 0.0)
+    sizer.observe(10, 10 * TARGET_SECONDS / 1000)  # 1,000 items would take the target
 
     sizes = []
     while sum(sizes) < 1000:
@@ -37,6 +43,47 @@ def test_known_length_keeps_the_last_items_spread_over_the_workers() -> None:
 
     assert sizes[0] == 250  # 1000 / (2 workers * 2)
     assert sizes[-1] < sizes[0]
+    assert min(sizes[:-1]) in (124, 125)  # 1/8 of the ~1,000 the timing asks for
+
+
+def test_the_tail_of_quick_items_takes_few_calls() -> None:
+    sizer = ChunkSizer(None, workers=2, total=100_000)
+    sizer.observe(100, 0.0)
+
+    sizes = []
+    while sum(sizes) < 100_000:
+        sizes.append(sizer.next_size())
+
+    assert len(sizes) < 25  # big calls, then a short tail
+    assert min(sizes[:-1]) >= MAX_CHUNK // 8
+
+
+def test_big_items_make_smaller_calls() -> None:
+    sizer = ChunkSizer(None, workers=2, total=None)
+    sizer.observe(100, 0.0, 100 * 10_000)  # quick, but 10 kB each
+
+    assert sizer.next_size() == MAX_CALL_BYTES // 10_000
+
+
+def test_a_probe_per_worker_then_few_big_calls_in_flight() -> None:
+    sizer = ChunkSizer(None, workers=2, total=None)
+
+    probing = sizer.in_flight(32)
+    sizer.next_size()
+    sizer.observe(1, 1e-6)
+    sizer.next_size()  # a big call: quick items
+
+    assert probing == 2  # one call per worker until a timing comes back
+    assert sizer.in_flight(32) == BIG_CALLS_PER_WORKER * 2
+    assert sizer.in_flight(4) == 4  # a lower concurrency stands
+
+
+def test_slow_items_keep_the_full_concurrency() -> None:
+    sizer = ChunkSizer(None, workers=2, total=None)
+    sizer.observe(1, 0.5)  # half a second per item: one item per call
+
+    assert sizer.next_size() == 1
+    assert sizer.in_flight(32) == 32
 
 
 def test_a_fixed_size_is_used_as_given() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,25 +25,29 @@ def _body(blob: bytes) -> Callable[..., Any]:
 
 
 @routine
-async def run_chunk(blob: bytes, calls: list[tuple[Any, ...]]) -> tuple[list[Any], float]:
-    """Run the routine ``blob`` names once per argument tuple, one after another.
+async def run_chunk(blob: bytes, calls: list[Any], unpack: bool = True) -> tuple[list[Any], float]:
+    """Run the routine ``blob`` names once per item of ``calls``, one after another.
 
+    Each item is an argument tuple (``unpack``) or the one argument itself.
     Returns the results in order and the seconds the items themselves took
     (what the caller sizes the next chunks by; a plain ``def``'s thread hop
     is a cost per call, not per item, and is left out). The first failure
     stops the chunk and is raised. A plain ``def`` runs the whole chunk in
-    one thread.
+    one thread; a coroutine function's items run on the loop, each awaited
+    in turn, with no task of their own.
     """
     body = _body(blob)
     if is_plain(body):
-        timed: tuple[list[Any], float] = await run_plain(lambda: _run_plain(body, calls))
+        timed: tuple[list[Any], float] = await run_plain(
+            functools.partial(_run_plain, body, calls, unpack)
+        )
         return timed
     started = time.perf_counter()
-    results = [await body(*args) for args in calls]
+    results = [await body(*args) for args in calls] if unpack else [await body(x) for x in calls]
     return results, time.perf_counter() - started
 
 
-def _run_plain(body: Callable[..., Any], calls: list[tuple[Any, ...]]) -> tuple[list[Any], float]:
+def _run_plain(body: Callable[..., Any], calls: list[Any], unpack: bool) -> tuple[list[Any], float]:
     started = time.perf_counter()
-    results = [body(*args) for args in calls]
+    results = [body(*args) for args in calls] if unpack else list(map(body, calls))
     return results, time.perf_counter() - started

@@ -167,9 +167,9 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
         return None
 
 
-def _batches(
-    items: Iterator[tuple[Any, ...]], sizer: ChunkSizer | None
-) -> Iterator[list[tuple[Any, ...]]]:
+def _batches(iterables: tuple[Iterable[Any], ...], sizer: ChunkSizer | None) -> Iterator[list[Any]]:
+    """Lists of argument tuples; of bare arguments when there is one iterable."""
+    items = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
     while True:
         batch = list(itertools.islice(items, sizer.next_size() if sizer else 1))
         if not batch:
@@ -178,32 +178,34 @@ def _batches(
 
 
 async def _one_by_one(
-    fn: Callable[..., Awaitable[Any]], batch: list[tuple[Any, ...]], sizer: ChunkSizer | None
+    fn: Callable[..., Awaitable[Any]], batch: list[Any], single: bool, sizer: ChunkSizer | None
 ) -> list[Any]:
-    return [await fn(*batch[0])]
+    return [await (fn(batch[0]) if single else fn(*batch[0]))]
 
 
 async def _chunked(
-    fn: Callable[..., Awaitable[Any]], batch: list[tuple[Any, ...]], sizer: ChunkSizer | None
+    fn: Callable[..., Awaitable[Any]], batch: list[Any], single: bool, sizer: ChunkSizer | None
 ) -> list[Any]:
     info = routine_info(fn)
     chunk = routine_info(run_chunk)
     assert info is not None and chunk is not None and sizer is not None  # noqa: PT018
     owner = getattr(fn, "__self__", None)
     if owner is not None:  # a bound method: the instance (or class) comes first
-        batch = [(owner, *args) for args in batch]
+        batch = [(owner, x) for x in batch] if single else [(owner, *args) for args in batch]
+        single = False
     options = info.options
     timeout = None if options.timeout is None else options.timeout * len(batch)
     task = _new_task(
         chunk.body,
-        (routine_blob(info.body), batch),
+        (routine_blob(info.body), batch, not single),
         {},
         False,
         _Options(timeout, options.dispatch_timeout, 0, options.retry),
     )
     results, seconds = await run_with_policy(task, options)
-    sizer.observe(len(batch), seconds)
-    return list(results)
+    sizer.observe(len(batch), seconds, len(task.encode()[1]))
+    results_list: list[Any] = results
+    return results_list
 
 
 async def _fan_out(
@@ -219,7 +221,8 @@ async def _fan_out(
     workers = max(1, len(current_proxy().workers))
     limit = concurrency or CALLS_PER_WORKER * workers
     sizer = ChunkSizer(chunksize, workers, total) if run is _chunked else None
-    batches = _batches(iter(zip(*iterables, strict=False)), sizer)
+    single = len(iterables) == 1
+    batches = _batches(iterables, sizer)
     display = open_progress(progress, total, getattr(fn, "__qualname__", "distaff.map"))
     owned = _Owned()
     ready: dict[int, list[Any]] = {}  # ordered: finished calls waiting for their turn
@@ -227,13 +230,16 @@ async def _fan_out(
     exhausted = False
     try:
         while True:
-            while not exhausted and len(owned.tasks) + len(ready) < limit:
+            flying = limit if sizer is None else sizer.in_flight(limit)
+            while not exhausted and len(owned.tasks) + len(ready) < flying:
                 batch = next(batches, None)
                 if batch is None:
                     exhausted = True
                 else:
-                    owned.start(run(fn, batch, sizer), started)
+                    owned.start(run(fn, batch, single, sizer), started)
                     started += 1
+                    if sizer is not None:
+                        flying = sizer.in_flight(limit)
             if emitted in ready:
                 yield ready.pop(emitted)
                 emitted += 1

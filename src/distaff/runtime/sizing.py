@@ -1,4 +1,4 @@
-"""How many items each call of a chunked ``distaff.map`` carries."""
+"""How many items each call of a chunked ``distaff.map`` carries, and how many calls fly."""
 
 from __future__ import annotations
 
@@ -7,25 +7,43 @@ import math
 # aim: this much worker time per call, so the per-call cost (~0.3-0.5 ms of
 # CPU, caller and worker together) stays a few percent of the work
 TARGET_SECONDS = 0.02
-# the most items one call carries (bounds its message and its latency)
-MAX_CHUNK = 4096
+# the most items one call carries (bounds its latency)
+MAX_CHUNK = 16384
+# the most argument bytes one call carries, as far as the sizes seen so far tell
+MAX_CALL_BYTES = 1 << 20
+# the last calls shrink to spread the remaining items over the workers, down
+# to this fraction of the size (each call still pays its fixed cost)
+TAIL_SHRINK = 8
 # the weight of a finished call's timing after each newer one
 FADE = 0.8
+# calls of at least this many items are "big": their items are quick
+BIG_CALL = 64
+# big calls in flight per worker: one running, one queued behind it, one on
+# the wire; more only delays every result (a worker runs them one by one)
+BIG_CALLS_PER_WORKER = 3
 
 
 class ChunkSizer:
-    """Sizes the calls of one fan-out.
+    """Sizes the calls of one fan-out, and says how many may be in flight.
 
-    Rule, for ``chunksize=None``: the first calls carry one item each; every
-    finished call reports the worker's time spent on its items, and the next
-    calls carry ``TARGET_SECONDS / (seconds per item)`` items, between 1 and
-    ``MAX_CHUNK``. Seconds per item is worker seconds over items, both summed
-    over the finished calls with older calls fading (weight 0.8 per newer
-    call): big calls dominate, so a fixed cost per call (a thread hop)
-    stops skewing it once calls grow. When the input's
+    Rule, for ``chunksize=None``: the first call to each worker carries one
+    item, and no other call starts until one of them reports (a probe);
+    every finished call reports the worker's time spent on its items, and
+    the next calls carry ``TARGET_SECONDS / (seconds per item)`` items,
+    between 1 and ``MAX_CHUNK`` and within ``MAX_CALL_BYTES`` of arguments
+    (bytes per item measured the same way as time). Seconds per item is worker seconds over
+    items, both summed over the finished calls with older calls fading
+    (weight 0.8 per newer call): big calls dominate, so a fixed cost per
+    call (a thread hop) stops skewing it once calls grow. When the input's
     length is known, no call takes more than the remaining items divided by
-    twice the worker count, so the last items still spread over the pool.
+    twice the worker count (nor less than 1/8 of the size the timing asks
+    for), so the last items still spread over the pool.
     A fixed ``chunksize`` is used as given.
+
+    Calls of ``BIG_CALL`` items or more (quick items) are kept to
+    ``BIG_CALLS_PER_WORKER`` in flight per worker: enough to keep every
+    worker busy, few enough that results stream back while workers compute
+    instead of all arriving at the end.
     """
 
     def __init__(self, fixed: int | None, workers: int, total: int | None) -> None:
@@ -35,6 +53,8 @@ class ChunkSizer:
         self._handed = 0
         self._seconds = 0.0
         self._items = 0.0
+        self._bytes = 0.0
+        self._last = fixed or 1
 
     def next_size(self) -> int:
         """How many items the next call takes."""
@@ -42,16 +62,28 @@ class ChunkSizer:
             return self.fixed
         per_item = self._seconds / self._items if self._items else None
         size = 1 if per_item is None else TARGET_SECONDS / max(per_item, 1e-7)
+        if self._bytes:
+            size = min(size, MAX_CALL_BYTES * self._items / self._bytes)
         size = int(min(max(size, 1), MAX_CHUNK))
         if self.total is not None:
             spread = math.ceil((self.total - self._handed) / (2 * self.workers))
-            size = max(1, min(size, spread))
+            size = max(1, min(size, max(spread, size // TAIL_SHRINK)))
         self._handed += size
+        self._last = size
         return size
 
-    def observe(self, items: int, seconds: float) -> None:
-        """A call of ``items`` items took ``seconds`` of worker time."""
+    def in_flight(self, limit: int) -> int:
+        """How many calls may be in flight now, at most ``limit``."""
+        if self.fixed is None and not self._items:
+            return min(limit, self.workers)  # probing: nothing measured yet
+        if self._last >= BIG_CALL:
+            return min(limit, BIG_CALLS_PER_WORKER * self.workers)
+        return limit
+
+    def observe(self, items: int, seconds: float, size: int = 0) -> None:
+        """A call of ``items`` items took ``seconds`` of worker time, ``size`` argument bytes."""
         if self.fixed is not None or items <= 0:
             return
         self._seconds = self._seconds * FADE + max(seconds, 0.0)
         self._items = self._items * FADE + items
+        self._bytes = self._bytes * FADE + size
