@@ -32,24 +32,65 @@ async def test_the_caller_value_is_seen_by_the_routine(pool: distaff.WorkerPool)
     assert await cr.read() == "req-1"
 
 
+# each parity test runs the async def routine and its plain def twin
+async_or_plain = pytest.mark.parametrize("plain", [False, True], ids=["async", "plain"])
+
+
+@async_or_plain
 async def test_a_value_set_by_the_routine_comes_back_like_a_local_await(
-    pool: distaff.WorkerPool,
+    pool: distaff.WorkerPool, plain: bool
 ) -> None:
     cr.request_id.set("req-2")
 
-    before = await cr.set_and_return("from-worker")
+    before = await (cr.set_and_return_plain if plain else cr.set_and_return)("from-worker")
 
     assert before == "req-2"
     assert cr.request_id.get() == "from-worker"
 
 
+@async_or_plain
 async def test_values_set_before_a_failure_come_back_with_the_error(
-    pool: distaff.WorkerPool,
+    pool: distaff.WorkerPool, plain: bool
 ) -> None:
     with pytest.raises(KeyError):
-        await cr.set_then_fail("set-then-raised")
+        await (cr.set_then_fail_plain if plain else cr.set_then_fail)("set-then-raised")
 
     assert cr.request_id.get() == "set-then-raised"
+
+
+@async_or_plain
+async def test_a_value_the_routine_set_and_reset_does_not_come_back(
+    pool: distaff.WorkerPool, plain: bool
+) -> None:
+    cr.request_id.set("req-4")
+
+    between = await (cr.set_and_reset_plain if plain else cr.set_and_reset)("transient")
+
+    assert between == "transient"
+    assert cr.request_id.get() == "req-4"
+
+
+async def test_plain_defs_between_nested_calls_three_deep_return_their_values(
+    pool: distaff.WorkerPool,
+) -> None:
+    cr.request_id.set("req-5")
+
+    seen = await cr.nest_plain(3)
+
+    assert seen == [("req-5", 0), ("req-5", 1), ("req-5", 2)]
+    assert cr.hops.get() == 3
+
+
+async def test_concurrent_plain_calls_keep_their_own_values(pool: distaff.WorkerPool) -> None:
+    async def one(i: int) -> tuple[str, str]:
+        cr.request_id.set(f"req-{i}")
+        before = await cr.set_and_return_plain(f"done-{i}")
+        return before, cr.request_id.get()
+
+    results = await asyncio.gather(*(one(i) for i in range(20)))
+
+    assert results == [(f"req-{i}", f"done-{i}") for i in range(20)]
+    assert cr.request_id.get() == "none"
 
 
 async def test_nested_calls_three_deep_see_and_return_values(pool: distaff.WorkerPool) -> None:

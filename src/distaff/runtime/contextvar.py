@@ -152,3 +152,11 @@ def changes(before: Snapshot) -> tuple[bytes, Snapshot]:
         if name not in before or before[name] is not value
     }
     return (_dumps(changed) if changed else b""), now
+
+
+def adopt(context: contextvars.Context) -> None:
+    """Set here each value ``context`` (a copy made from here) holds that differs from ours."""
+    for var in list(_registry.values()):
+        value = context.get(var._var, _MISSING)
+        if value is not _MISSING and var._var.get(_MISSING) is not value:
+            var._var.set(value)

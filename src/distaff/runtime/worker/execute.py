@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import contextvar
 from .threads import runner
 
 if TYPE_CHECKING:
@@ -30,11 +32,10 @@ def invoke(task: Task) -> Awaitable[Any]:
     """Start ``task``'s body; await the result.
 
     An ``async def`` body runs on the worker's event loop. A plain ``def``
-    runs on the worker's bounded thread pool, in a copy of the current
-    context (so ``current_task()`` works there), never on the loop; while it
-    runs the worker keeps serving other calls. Cancelling the await cancels
-    a plain call that has not started yet; one already running finishes in
-    its thread and its result is dropped.
+    runs on the worker's bounded thread pool (see ``run_plain``), never on
+    the loop; while it runs the worker keeps serving other calls. Cancelling
+    the await cancels a plain call that has not started yet; one already
+    running finishes in its thread and its result is dropped.
     """
     body = task.callable
     if not is_plain(body):
@@ -43,6 +44,16 @@ def invoke(task: Task) -> Awaitable[Any]:
     return run_plain(functools.partial(body, *task.args, **task.kwargs))
 
 
-def run_plain(fn: Callable[[], Any]) -> Awaitable[Any]:
-    """Run a plain callable on the thread pool; await its result."""
-    return runner().submit(fn)
+async def run_plain(fn: Callable[[], Any]) -> Any:
+    """Run a plain callable on the thread pool; return its result.
+
+    It runs in a copy of the current context (so ``current_task()`` and the
+    caller's ``distaff.ContextVar`` values work there); the
+    ``distaff.ContextVar`` values it sets are set in the current context when
+    it returns or raises, as an ``async def`` body's would be.
+    """
+    context = contextvars.copy_context()
+    try:
+        return await runner().submit(fn, context)
+    finally:
+        contextvar.adopt(context)

@@ -51,11 +51,16 @@ class ThreadRunner:
         self._threads = 0
         self._idle = 0
 
-    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        """Run ``fn`` in a thread, in a copy of the current context; await the future."""
+    def submit(
+        self, fn: Callable[[], Any], context: contextvars.Context | None = None
+    ) -> asyncio.Future[Any]:
+        """Run ``fn`` in a thread, in ``context`` (default: a copy of the current one).
+
+        Await the future for its result.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((loop, future, contextvars.copy_context(), fn))
+        self._jobs.put((loop, future, context or contextvars.copy_context(), fn))
         with self._lock:
             if self._idle > 0:
                 self._idle -= 1  # a waiting thread takes it (the count may run high,
