@@ -152,3 +152,42 @@ async def hog_again(seconds: float) -> int:
     """Another routine that blocks the loop (a second name for the monitor)."""
     time.sleep(seconds)  # noqa: ASYNC251  (on purpose)
     return os.getpid()
+
+
+# Each routine below is called by one test only: a caller warns once per
+# routine per process, and the tests share one process.
+
+
+@distaff.routine
+async def block_until_return(seconds: float) -> int:
+    """Block the loop until it returns (reported as the call ends)."""
+    time.sleep(seconds)  # noqa: ASYNC251  (on purpose)
+    return os.getpid()
+
+
+@distaff.routine
+async def block_then_await(seconds: float) -> int:
+    """Block the loop, then await for a while (reported while the call still runs)."""
+    time.sleep(seconds)  # noqa: ASYNC251  (on purpose)
+    await asyncio.sleep(0.3)
+    return os.getpid()
+
+
+@distaff.routine
+async def block_nested(seconds: float) -> int:
+    """Block the loop of the worker a nested call reached."""
+    time.sleep(seconds)  # noqa: ASYNC251  (on purpose)
+    return os.getpid()
+
+
+@distaff.routine
+async def call_block_nested(seconds: float) -> int:
+    """Call ``block_nested`` from a worker: its report must reach the first caller."""
+    return await block_nested(seconds)
+
+
+@distaff.routine
+def sleep_plain(seconds: float) -> int:
+    """Sleep in a plain def: a worker thread, never the loop (no report)."""
+    time.sleep(seconds)
+    return os.getpid()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator
@@ -81,7 +82,8 @@ async def test_cancelling_a_running_plain_function_returns_promptly(
 async def test_a_routine_blocking_the_loop_is_named_in_one_warning(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    async with distaff.WorkerPool(spawn=1):
+    # without forwarded output the caller cannot be told: the worker says it
+    async with distaff.WorkerPool(spawn=1, forward_output=False):
         await f.hog(0.3)
         await f.hog(0.3)
         await f.hog_again(0.3)
@@ -94,4 +96,52 @@ async def test_a_routine_blocking_the_loop_is_named_in_one_warning(
     hog_lines = [line for line in seen.splitlines() if "routine 'hog' " in line]
     assert len(hog_lines) == 1
     assert "fanout_routines.py" in hog_lines[0]
-    assert re.search(r"blocked the event loop for \d+\.\d\d s", hog_lines[0])
+    assert re.search(r"blocked the event loop .* for \d+\.\d\d s", hog_lines[0])
+
+
+def _blocking_warnings(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "distaff" and r.levelno == logging.WARNING and f"'{name}'" in r.getMessage()
+    ]
+
+
+async def test_the_caller_is_warned_once_of_a_routine_blocking_the_loop(
+    pool: distaff.WorkerPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="distaff")
+
+    pids = {await f.block_until_return(0.3) for _ in range(5)}
+    await f.sleep_plain(0.3)
+
+    warnings = _blocking_warnings(caplog, "block_until_return")
+    assert len(pids) == 2  # both workers blocked, and each told the caller
+    assert len(warnings) == 1
+    assert "fanout_routines.py" in warnings[0]
+    assert re.search(
+        r"blocked the event loop of distaff worker pid \d+ .* for 0\.\d\d s", warnings[0]
+    )
+    assert _blocking_warnings(caplog, "sleep_plain") == []
+
+
+async def test_a_call_still_running_after_blocking_is_reported_too(
+    pool: distaff.WorkerPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="distaff")
+
+    await f.block_then_await(0.3)
+
+    assert len(_blocking_warnings(caplog, "block_then_await")) == 1
+
+
+async def test_a_nested_call_blocking_a_loop_warns_the_first_caller(
+    pool: distaff.WorkerPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="distaff")
+
+    for _ in range(3):
+        await f.call_block_nested(0.3)
+
+    assert len(_blocking_warnings(caplog, "block_nested")) == 1
+    assert _blocking_warnings(caplog, "call_block_nested") == []

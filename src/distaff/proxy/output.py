@@ -5,7 +5,9 @@ routine and where it ran; log records are re-emitted through ``logging``
 under ``distaff.remote.<original logger name>``. On a worker, a call made
 from inside another call hands its output up instead (``current_output_sink``
 holds the sink of the call running in this context), so nested output reaches
-the caller that started the chain.
+the caller that started the chain. A worker's report that a routine blocked
+its event loop becomes one warning per routine per process, on the
+``distaff`` logger.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import threading
 from typing import Protocol
 
 from ..serialization.wire import Output, OutputKind
@@ -31,6 +34,15 @@ current_output_sink: contextvars.ContextVar[OutputSinkLike | None] = contextvars
 )
 
 
+# the logger name on an Output that reports a routine blocking a worker's
+# event loop (sent by the worker on the call's stream, not a user's record)
+BLOCKED_LOGGER = "distaff.blocked"
+# routines reported as blocking a worker's loop, by name and place; bounded
+_reported: set[str] = set()
+_reported_lock = threading.Lock()
+blocked_log = logging.getLogger("distaff")
+
+
 def prefix(output: Output) -> str:
     """``(routine pid=N host=H) ``: what each forwarded line starts with."""
     return f"({output.routine} pid={output.pid} host={output.host}) "
@@ -39,7 +51,10 @@ def prefix(output: Output) -> str:
 def emit(output: Output) -> None:
     """Write ``output`` in this process: printed lines, or a log record."""
     if output.kind == OutputKind.OUTPUT_LOG:
-        _log(output)
+        if output.logger == BLOCKED_LOGGER:
+            _blocked(output)
+        else:
+            _log(output)
         return
     stream = sys.stdout if output.kind == OutputKind.OUTPUT_STDOUT else sys.stderr
     head = prefix(output)
@@ -66,3 +81,15 @@ def _log(output: Output) -> None:
         logger.name, level, output.routine, 0, output.text, (), None, extra=extra
     )
     logger.handle(record)
+
+
+def _blocked(output: Output) -> None:
+    """Warn once per routine in this process (on the ``distaff`` logger)."""
+    with _reported_lock:
+        if output.routine in _reported:
+            return
+        if len(_reported) >= 4096:  # routines are few; bound it anyway
+            _reported.clear()
+        _reported.add(output.routine)
+    extra = {"worker_pid": output.pid, "worker_host": output.host, "worker_uid": output.worker}
+    blocked_log.warning("%s", output.text, extra=extra)

@@ -25,6 +25,7 @@ from .output import CallOutput, Origin, default_burst
 
 if TYPE_CHECKING:
     from .metrics import WorkerMetrics
+    from .monitor import LoopMonitor
 
 log = logging.getLogger(__name__)
 _NO_SPAN = contextlib.nullcontext()
@@ -43,6 +44,7 @@ class Instruments:
         self.completed = 0  # calls that returned (or finished streaming)
         self.failed = 0  # calls that raised, timed out, were cancelled or refused
         self.metrics: WorkerMetrics | None = None
+        self.monitor: LoopMonitor | None = None  # tells calls that block the loop
         self._burst = default_burst()
         self._origins: dict[str, Origin] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,7 +89,7 @@ class Instruments:
             origin = self._origins[routine] = Origin(routine, os.getpid(), self.host, self.worker)
         if loop is not self._loop:  # calls run on one loop: its thread is known
             self._loop, self._loop_thread = loop, threading.get_ident()
-        sink = CallOutput(send, origin, self._burst, loop, self._loop_thread)
+        sink = CallOutput(send, origin, self._burst, loop, self._loop_thread, self.monitor)
         current_output_sink.set(sink)
         return sink
 

@@ -4,22 +4,33 @@ A timer on the loop beats every ``threshold / 2``; a watchdog thread checks
 the beat. When the loop has not beaten for longer than the threshold, the
 thread samples the loop thread's stack and takes its outermost frame that is
 neither distaff's nor the standard library's: the routine body that is
-running. When the loop gets going again, the beat measures how late it came
-and logs one warning per routine. A stall whose code cannot be named (the
-thread could not run: a C extension held the GIL throughout) is not logged.
+running, and the task the loop was running. When the loop gets going
+again, the beat measures how late it came and logs one warning per routine
+(not when the call was told and the worker has no log handlers of its own:
+a worker a pool spawned shares its caller's stderr, where the caller's
+warning goes). A stall whose code cannot be named (the thread could not
+run: a C extension held the GIL throughout) is not logged.
+
+The call whose task blocked is told too, so its caller hears of it: a sink
+watched for that task (``watch``) gets the report when the beat comes, or,
+when the call ends in the very step that blocked, as it closes
+(``closing``), before its final frame.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import socket
 import sys
 import sysconfig
 import threading
 import time
 import types
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from ...serialization.tracebacks import is_internal
 
@@ -39,6 +50,43 @@ def threshold_from_env() -> float:
         raise ValueError(
             f"DISTAFF_LOOP_BLOCK_THRESHOLD must be a number of seconds, not {value!r}"
         ) from None
+
+
+class StallSinkLike(Protocol):
+    """Where a call hears that it blocked the loop (its output sink)."""
+
+    def blocked(self, culprit: str, text: str) -> None:
+        """The call's code ``culprit`` blocked the loop; ``text`` says how long."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Suspect:
+    culprit: str  # the code that was running, named with its file and line
+    task: asyncio.Task[Any] | None  # the task the loop was running then
+    told: bool = False  # its call heard of it already
+
+
+def describe(culprit: str, seconds: float, threshold: float) -> str:
+    """The warning about a routine that blocked this worker's loop for ``seconds``."""
+    return (
+        f"routine {culprit} blocked the event loop of distaff worker pid {os.getpid()} "
+        f"on {socket.gethostname()} for {seconds:.2f} s (threshold {threshold:.2f} s; "
+        "DISTAFF_LOOP_BLOCK_THRESHOLD): other calls on that worker waited; make it a "
+        "plain 'def' to run it in a thread, or await instead of blocking"
+    )
+
+
+def log_configured() -> bool:
+    """True if distaff's loggers have handlers of their own (``distaff worker --log-*``)."""
+    return bool(logging.getLogger("distaff").handlers)
+
+
+def _running_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
+    try:  # from the watchdog thread: the task the loop's thread is running
+        return asyncio.current_task(loop)
+    except RuntimeError:
+        return None
 
 
 def culprit(frame: types.FrameType | None) -> str | None:
@@ -71,7 +119,8 @@ class LoopMonitor:
         self._busy = busy
         self._interval = max(threshold / 2, 0.01)
         self._warned: set[str] = set()
-        self._suspect: str | None = None
+        self._suspect: _Suspect | None = None
+        self._sinks: dict[asyncio.Task[Any], StallSinkLike] = {}
         self._beaten = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -102,6 +151,33 @@ class LoopMonitor:
         self._timer = self._loop.call_later(self._interval, self._beat, self._loop, self._beaten)
         self._armed.set()
 
+    def watch(self, sink: StallSinkLike) -> None:
+        """Tell ``sink`` when the current task blocks the loop; on the loop, in the task."""
+        if self._loop is not None:  # the loop given: no lookup of the running one per call
+            task = asyncio.current_task(self._loop)
+            if task is not None:
+                self._sinks[task] = sink
+
+    def closing(self, sink: StallSinkLike) -> None:
+        """The current task's call ends: stop watching, telling it first if it is blocking now.
+
+        A call that ends in the step that blocked would hear of it only after
+        its final frame; the watchdog has caught it by now, and the stall so
+        far is what it reports.
+        """
+        if self._loop is None:
+            return
+        task = asyncio.current_task(self._loop)
+        if task is None or self._sinks.pop(task, None) is None:
+            return
+        suspect = self._suspect
+        if suspect is None or suspect.task is not task:
+            return
+        late = time.monotonic() - self._beaten - self._interval
+        if late > self.threshold:
+            self._suspect = dataclasses.replace(suspect, task=None, told=True)  # not again
+            sink.blocked(suspect.culprit, describe(suspect.culprit, late, self.threshold))
+
     def stop(self) -> None:
         """Stop the timer and the thread; idempotent."""
         if self._timer is not None:
@@ -119,18 +195,8 @@ class LoopMonitor:
         suspect, self._suspect = self._suspect, None
         self._beaten = now
         self._timer = None
-        if late > self.threshold and suspect is not None and suspect not in self._warned:
-            self._warned.add(suspect)
-            log.warning(
-                "distaff worker %d: routine %s blocked the event loop for %.2f s "
-                "(threshold %.2f s; DISTAFF_LOOP_BLOCK_THRESHOLD): other calls on this "
-                "worker waited; make it a plain 'def' to run it in a thread, or await "
-                "instead of blocking",
-                os.getpid(),
-                suspect,
-                late,
-                self.threshold,
-            )
+        if late > self.threshold and suspect is not None:
+            self._report(suspect, late)
         if self._stop.is_set():
             return
         if not self._busy():
@@ -138,8 +204,25 @@ class LoopMonitor:
             return
         self._timer = loop.call_later(self._interval, self._beat, loop, now)
 
+    def _report(self, suspect: _Suspect, late: float) -> None:
+        text = describe(suspect.culprit, late, self.threshold)
+        sink = self._sinks.get(suspect.task) if suspect.task is not None else None
+        if sink is not None:
+            sink.blocked(suspect.culprit, text)
+        # a worker without log handlers of its own (spawned by a pool) writes
+        # to its caller's stderr: the caller's warning says it already
+        told = suspect.told or sink is not None
+        if suspect.culprit not in self._warned and (not told or log_configured()):
+            self._warned.add(suspect.culprit)
+            log.warning("%s", text)
+
     def _watch(self, loop_thread: int) -> None:
+        loop = self._loop
+        assert loop is not None
         while self._armed.wait() and not self._stop.wait(self._interval):
             stale = time.monotonic() - self._beaten > self.threshold
             if self._armed.is_set() and self._suspect is None and stale:
-                self._suspect = culprit(sys._current_frames().get(loop_thread))
+                task = _running_task(loop)  # before the stack: the step may end meanwhile
+                name = culprit(sys._current_frames().get(loop_thread))
+                if name is not None:
+                    self._suspect = _Suspect(name, task)

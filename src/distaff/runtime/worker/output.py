@@ -21,10 +21,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from ...proxy.output import current_output_sink
+from ...proxy.output import BLOCKED_LOGGER, current_output_sink
 from ...serialization.wire import Output, OutputKind
+
+if TYPE_CHECKING:
+    from .monitor import LoopMonitor
 
 _STDOUT = OutputKind.OUTPUT_STDOUT
 _STDERR = OutputKind.OUTPUT_STDERR
@@ -83,6 +86,7 @@ class CallOutput:
         burst: lines the call may send at once.
         loop: the loop ``send`` runs on.
         loop_thread: that loop's thread (default: this one).
+        monitor: tells this call (on the loop, in its task) if it blocks the loop.
     """
 
     __slots__ = (
@@ -93,6 +97,7 @@ class CallOutput:
         "_lock",
         "_loop",
         "_loop_thread",
+        "_monitor",
         "_origin",
         "_partial",
         "_queued",
@@ -109,9 +114,13 @@ class CallOutput:
         burst: int,
         loop: asyncio.AbstractEventLoop,
         loop_thread: int | None = None,
+        monitor: LoopMonitor | None = None,
     ) -> None:
         # made for every call: only what a call that prints nothing needs
         self._send = send
+        self._monitor = monitor  # tells us if this call blocks the loop
+        if monitor is not None:
+            monitor.watch(self)
         self._origin = origin
         self._burst = burst
         self._loop = loop
@@ -169,6 +178,22 @@ class CallOutput:
         self._schedule()
         return True
 
+    def blocked(self, culprit: str, text: str) -> None:
+        """Tell the caller that this call's code ``culprit`` blocked the worker's loop."""
+        origin = self._origin
+        self.forward(
+            Output(
+                kind=OutputKind.OUTPUT_LOG,
+                text=text,
+                logger=BLOCKED_LOGGER,
+                level=logging.WARNING,
+                routine=culprit,
+                pid=origin.pid,
+                host=origin.host,
+                worker=origin.worker,
+            )
+        )
+
     def forward(self, output: Output) -> None:
         """Pass on a nested call's output, its origin kept."""
         with self._lock:
@@ -180,6 +205,9 @@ class CallOutput:
 
     def close(self) -> None:
         """Send what is left (partial lines, the suppressed count); on the loop, idempotent."""
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            monitor.closing(self)  # a call that blocked until its end says so first
         with self._lock:
             if self._closed:
                 return

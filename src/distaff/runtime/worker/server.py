@@ -205,6 +205,7 @@ class Worker:
             self._health.set_serving(True)
             monitor = LoopMonitor(threshold_from_env(), busy=lambda: self._service.running > 0)
             self._service.on_busy = monitor.wake
+            self._service.instruments.monitor = monitor
             ready(self.metadata)
             self._log_started()
             monitor.start()
