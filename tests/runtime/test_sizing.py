@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from distaff.runtime.sizing import (
     BIG_CALLS_PER_WORKER,
+    FLIGHT_SECONDS,
     MAX_CALL_BYTES,
     MAX_CHUNK,
+    RAMP_START,
     TARGET_SECONDS,
     ChunkSizer,
 )
@@ -25,12 +29,13 @@ def test_size_aims_at_the_target_worker_time_per_call() -> None:
     assert sizer.next_size() == 50
 
 
-def test_size_is_capped_for_trivial_items() -> None:
+def test_calls_of_trivial_items_grow_by_doubling_to_the_cap() -> None:
     sizer = ChunkSizer(None, workers=2, total=None)
 
     sizer.observe(100, 0.0)
 
-    assert sizer.next_size() == MAX_CHUNK
+    sizes = [sizer.next_size() for _ in range(6)]
+    assert sizes == [RAMP_START, 2048, 4096, 8192, MAX_CHUNK, MAX_CHUNK]
 
 
 def test_known_length_keeps_the_last_items_spread_over_the_workers() -> None:
@@ -54,28 +59,46 @@ def test_the_tail_of_quick_items_takes_few_calls() -> None:
     while sum(sizes) < 100_000:
         sizes.append(sizer.next_size())
 
-    assert len(sizes) < 25  # big calls, then a short tail
-    assert min(sizes[:-1]) >= MAX_CHUNK // 8
+    assert len(sizes) < 25  # a short ramp, big calls, then a short tail
+    assert min(sizes[5:-1]) >= MAX_CHUNK // 8
 
 
 def test_big_items_make_smaller_calls() -> None:
     sizer = ChunkSizer(None, workers=2, total=None)
     sizer.observe(100, 0.0, 100 * 10_000)  # quick, but 10 kB each
 
-    assert sizer.next_size() == MAX_CALL_BYTES // 10_000
+    sizes = [sizer.next_size() for _ in range(4)]
+    assert max(sizes) == MAX_CALL_BYTES // 10_000
 
 
-def test_a_probe_per_worker_then_few_big_calls_in_flight() -> None:
+def test_a_probe_per_worker_then_enough_big_calls_in_flight_for_a_few_ms() -> None:
     sizer = ChunkSizer(None, workers=2, total=None)
 
     probing = sizer.in_flight(32)
     sizer.next_size()
     sizer.observe(1, 1e-6)
-    sizer.next_size()  # a big call: quick items
+    size = sizer.next_size()  # a big call of quick items: 1 ms of work
 
     assert probing == 2  # one call per worker until a timing comes back
-    assert sizer.in_flight(32) == BIG_CALLS_PER_WORKER * 2
+    assert size == RAMP_START
+    assert sizer.in_flight(32) == 2 * math.ceil(FLIGHT_SECONDS / (size * 1e-6))
     assert sizer.in_flight(4) == 4  # a lower concurrency stands
+
+
+def test_long_big_calls_fly_a_few_per_worker() -> None:
+    sizer = ChunkSizer(None, workers=2, total=None)
+    sizer.observe(1, 1e-4)  # 200 items make the target of 20 ms
+
+    assert sizer.next_size() == 200
+    assert sizer.in_flight(32) == BIG_CALLS_PER_WORKER * 2
+
+
+def test_a_fixed_size_flies_as_many_calls_as_make_a_few_ms() -> None:
+    sizer = ChunkSizer(4096, workers=2, total=None)
+    sizer.observe(4096, 4096 * 1e-7)  # 0.4 ms per call
+
+    assert sizer.next_size() == 4096
+    assert sizer.in_flight(32) == 2 * math.ceil(FLIGHT_SECONDS / (4096 * 1e-7))
 
 
 def test_slow_items_keep_the_full_concurrency() -> None:
@@ -100,7 +123,7 @@ def test_a_fixed_cost_seen_on_single_items_stops_mattering_once_calls_grow() -> 
         sizer.observe(1, 100e-6)  # a thread hop dominates one-item calls
 
     sizes = []
-    for _ in range(4):
+    for _ in range(8):
         size = sizer.next_size()
         sizes.append(size)
         sizer.observe(size, 100e-6 + size * 1e-7)

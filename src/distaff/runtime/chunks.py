@@ -9,7 +9,9 @@ from typing import Any
 
 from ..serialization.tasks import decode_routine
 from .routine import routine
+from .sizing import BIG_CALL
 from .worker.execute import is_plain, run_plain
+from .worker.threads import serial_runner
 
 # routine blob -> body, on a worker; routines are few, the bound is a guard
 _bodies: dict[bytes, Callable[..., Any]] = {}
@@ -33,13 +35,15 @@ async def run_chunk(blob: bytes, calls: list[Any], unpack: bool = True) -> tuple
     (what the caller sizes the next chunks by; a plain ``def``'s thread hop
     is a cost per call, not per item, and is left out). The first failure
     stops the chunk and is raised. A plain ``def`` runs the whole chunk in
-    one thread; a coroutine function's items run on the loop, each awaited
-    in turn, with no task of their own.
+    one thread (big chunks, of quick items, one at a time in the same
+    thread); a coroutine function's items run on the loop, each awaited in
+    turn, with no task of their own.
     """
     body = _body(blob)
     if is_plain(body):
+        threads = serial_runner() if len(calls) >= BIG_CALL else None
         timed: tuple[list[Any], float] = await run_plain(
-            functools.partial(_run_plain, body, calls, unpack)
+            functools.partial(_run_plain, body, calls, unpack), threads
         )
         return timed
     started = time.perf_counter()

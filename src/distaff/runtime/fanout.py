@@ -208,6 +208,18 @@ async def _chunked(
     return results_list
 
 
+async def _send_now() -> None:
+    """Let calls just started reach the wire before the consumer takes the next results.
+
+    A consumer working through a chunk's results never suspends, so without
+    this the new calls would wait for it to finish them all: their first
+    step (encode and queue the call) and then the connection's writer each
+    need a turn of the loop.
+    """
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 async def _fan_out(
     fn: Callable[..., Awaitable[Any]],
     iterables: tuple[Iterable[Any], ...],
@@ -231,6 +243,7 @@ async def _fan_out(
     try:
         while True:
             flying = limit if sizer is None else sizer.in_flight(limit)
+            launched = started
             while not exhausted and len(owned.tasks) + len(ready) < flying:
                 batch = next(batches, None)
                 if batch is None:
@@ -240,6 +253,8 @@ async def _fan_out(
                     started += 1
                     if sizer is not None:
                         flying = sizer.in_flight(limit)
+            if sizer is not None and started > launched:
+                await _send_now()
             if emitted in ready:
                 yield ready.pop(emitted)
                 emitted += 1

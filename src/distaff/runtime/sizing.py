@@ -11,6 +11,9 @@ TARGET_SECONDS = 0.02
 MAX_CHUNK = 16384
 # the most argument bytes one call carries, as far as the sizes seen so far tell
 MAX_CALL_BYTES = 1 << 20
+# after the probe, calls grow from this many items, doubling, to their size:
+# the first results come back soon and the caller starts on them early
+RAMP_START = 1024
 # the last calls shrink to spread the remaining items over the workers, down
 # to this fraction of the size (each call still pays its fixed cost)
 TAIL_SHRINK = 8
@@ -18,32 +21,35 @@ TAIL_SHRINK = 8
 FADE = 0.8
 # calls of at least this many items are "big": their items are quick
 BIG_CALL = 64
-# big calls in flight per worker: one running, one queued behind it, one on
-# the wire; more only delays every result (a worker runs them one by one)
+# big calls in flight per worker: at least one running, one queued behind it
+# and one on the wire; more when that is less than FLIGHT_SECONDS of work
 BIG_CALLS_PER_WORKER = 3
+FLIGHT_SECONDS = 0.005
 
 
 class ChunkSizer:
     """Sizes the calls of one fan-out, and says how many may be in flight.
 
     Rule, for ``chunksize=None``: the first call to each worker carries one
-    item, and no other call starts until one of them reports (a probe);
-    every finished call reports the worker's time spent on its items, and
+    item, and no other call starts until one of them reports (a probe).
+    Every finished call reports the worker's time spent on its items, and
     the next calls carry ``TARGET_SECONDS / (seconds per item)`` items,
     between 1 and ``MAX_CHUNK`` and within ``MAX_CALL_BYTES`` of arguments
-    (bytes per item measured the same way as time). Seconds per item is worker seconds over
-    items, both summed over the finished calls with older calls fading
+    (bytes per item measured the same way as time), growing there from
+    ``RAMP_START`` items by doubling. Seconds per item is worker seconds
+    over items, both summed over the finished calls with older calls fading
     (weight 0.8 per newer call): big calls dominate, so a fixed cost per
     call (a thread hop) stops skewing it once calls grow. When the input's
     length is known, no call takes more than the remaining items divided by
     twice the worker count (nor less than 1/8 of the size the timing asks
-    for), so the last items still spread over the pool.
-    A fixed ``chunksize`` is used as given.
+    for), so the last items still spread over the pool. A fixed
+    ``chunksize`` is used as given.
 
     Calls of ``BIG_CALL`` items or more (quick items) are kept to
-    ``BIG_CALLS_PER_WORKER`` in flight per worker: enough to keep every
-    worker busy, few enough that results stream back while workers compute
-    instead of all arriving at the end.
+    ``BIG_CALLS_PER_WORKER`` in flight per worker, or as many as make
+    ``FLIGHT_SECONDS`` of work: enough to keep every worker busy, few enough
+    that results stream back while workers compute instead of all arriving
+    at the end. Smaller calls fly up to the fan-out's concurrency.
     """
 
     def __init__(self, fixed: int | None, workers: int, total: int | None) -> None:
@@ -55,16 +61,19 @@ class ChunkSizer:
         self._items = 0.0
         self._bytes = 0.0
         self._last = fixed or 1
+        self._ramp = RAMP_START
 
     def next_size(self) -> int:
         """How many items the next call takes."""
         if self.fixed is not None:
             return self.fixed
-        per_item = self._seconds / self._items if self._items else None
-        size = 1 if per_item is None else TARGET_SECONDS / max(per_item, 1e-7)
-        if self._bytes:
-            size = min(size, MAX_CALL_BYTES * self._items / self._bytes)
-        size = int(min(max(size, 1), MAX_CHUNK))
+        size = 1  # the probe, until a timing comes back
+        if self._items:
+            wanted = TARGET_SECONDS * self._items / max(self._seconds, 1e-7 * self._items)
+            if self._bytes:
+                wanted = min(wanted, MAX_CALL_BYTES * self._items / self._bytes)
+            size = int(min(max(wanted, 1), self._ramp, MAX_CHUNK))
+            self._ramp = min(self._ramp * 2, MAX_CHUNK)
         if self.total is not None:
             spread = math.ceil((self.total - self._handed) / (2 * self.workers))
             size = max(1, min(size, max(spread, size // TAIL_SHRINK)))
@@ -76,13 +85,17 @@ class ChunkSizer:
         """How many calls may be in flight now, at most ``limit``."""
         if self.fixed is None and not self._items:
             return min(limit, self.workers)  # probing: nothing measured yet
-        if self._last >= BIG_CALL:
-            return min(limit, BIG_CALLS_PER_WORKER * self.workers)
-        return limit
+        if self._last < BIG_CALL:
+            return limit
+        per_call = self._last * self._seconds / self._items if self._items else 0.0
+        per_worker = BIG_CALLS_PER_WORKER
+        if per_call > 0:
+            per_worker = max(per_worker, math.ceil(FLIGHT_SECONDS / per_call))
+        return min(limit, per_worker * self.workers)
 
     def observe(self, items: int, seconds: float, size: int = 0) -> None:
         """A call of ``items`` items took ``seconds`` of worker time, ``size`` argument bytes."""
-        if self.fixed is not None or items <= 0:
+        if items <= 0:
             return
         self._seconds = self._seconds * FADE + max(seconds, 0.0)
         self._items = self._items * FADE + items

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import contextvar
-from .threads import runner
+from .threads import ThreadRunner, runner
 
 if TYPE_CHECKING:
     from ...serialization.task import Task
@@ -44,8 +44,8 @@ def invoke(task: Task) -> Awaitable[Any]:
     return run_plain(functools.partial(body, *task.args, **task.kwargs))
 
 
-async def run_plain(fn: Callable[[], Any]) -> Any:
-    """Run a plain callable on the thread pool; return its result.
+async def run_plain(fn: Callable[[], Any], threads: ThreadRunner | None = None) -> Any:
+    """Run a plain callable on the thread pool (or ``threads``); return its result.
 
     It runs in a copy of the current context (so ``current_task()`` and the
     caller's ``distaff.ContextVar`` values work there); the
@@ -54,6 +54,6 @@ async def run_plain(fn: Callable[[], Any]) -> Any:
     """
     context = contextvars.copy_context()
     try:
-        return await runner().submit(fn, context)
+        return await (threads or runner()).submit(fn, context)
     finally:
         contextvar.adopt(context)
