@@ -194,6 +194,19 @@ async def test_leaving_early_cancels_the_calls_in_flight(pool: distaff.WorkerPoo
     assert pool.proxy.in_flight() == 0
 
 
+async def test_a_loop_left_early_without_closing_cancels_once_dropped(
+    pool: distaff.WorkerPool,
+) -> None:
+    seconds = [0.0] + [60.0] * 99  # the rest would run for a minute
+    first = None
+    async for value in distaff.map(f.slow_square, range(100), seconds, chunksize=1):
+        first = value
+        break  # no aclose, no async with: the dropped iterator closes itself
+
+    assert first == 0
+    await wait_until(lambda: pool.proxy.in_flight() == 0)
+
+
 async def test_map_refuses_generator_routines_and_bad_sizes() -> None:
     with pytest.raises(TypeError, match="async generator"):
         distaff.map(f.numbers, [1, 2])

@@ -10,10 +10,9 @@ cancel the consumer's task wherever it happens to be.
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import itertools
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -40,24 +39,13 @@ class Results(Generic[T]):
 
     def __init__(self, source: AsyncGenerator[list[T], None]) -> None:
         self._source = source  # yields the results of one call at a time
-        self._ready: collections.deque[T] = collections.deque()
+        self._items = _each(source)  # no reference back: dropped, both close
 
-    def __aiter__(self) -> Results[T]:
-        return self
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._items
 
-    async def __anext__(self) -> T:
-        ready = self._ready
-        if ready:  # most items: no generator step per item
-            return ready.popleft()
-        try:
-            while not ready:
-                ready.extend(await anext(self._source))
-        except StopAsyncIteration:
-            raise
-        except BaseException as error:
-            trim_traceback(error)
-            raise
-        return ready.popleft()
+    def __anext__(self) -> Awaitable[T]:
+        return self._items.__anext__()
 
     async def aclose(self) -> None:
         """Cancel what is in flight and wait for it; idempotent."""
@@ -73,6 +61,24 @@ class Results(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _each(source: AsyncGenerator[list[T], None]) -> AsyncGenerator[T, None]:
+    """The results one by one, from the source's lists of them.
+
+    Resuming a generator per item costs less than a coroutine per
+    ``__anext__``, and a list's items need no queue.
+    """
+    while True:
+        try:
+            results = await anext(source)
+        except StopAsyncIteration:
+            return
+        except BaseException as error:
+            trim_traceback(error)
+            raise
+        for result in results:
+            yield result
 
 
 class _Owned:
