@@ -76,6 +76,14 @@ ROWS = (
     ),
     Row(
         "W7",
+        "fixed_items_per_s",
+        "W7 the same, plain def, chunksize= the executor's best (ratio: to the executor)",
+        "items/s",
+        True,
+        floor_metric="ppe_items_per_s",
+    ),
+    Row(
+        "W7",
         "ppe_items_per_s",
         "W7 ProcessPoolExecutor.map, best chunksize, same caller",
         "items/s",
