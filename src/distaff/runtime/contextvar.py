@@ -156,6 +156,8 @@ def changes(before: Snapshot) -> tuple[bytes, Snapshot]:
 
 def adopt(context: contextvars.Context) -> None:
     """Set here each value ``context`` (a copy made from here) holds that differs from ours."""
+    if not _registry:
+        return
     for var in list(_registry.values()):
         value = context.get(var._var, _MISSING)
         if value is not _MISSING and var._var.get(_MISSING) is not value:
