@@ -130,3 +130,14 @@ def test_a_fixed_cost_seen_on_single_items_stops_mattering_once_calls_grow() -> 
 
     assert sizes[0] >= 150  # ~200 items of 100 µs: the target of 20 ms
     assert sizes[-1] == MAX_CHUNK
+
+
+def test_a_fixed_size_of_slow_items_keeps_the_full_concurrency() -> None:
+    sizer = ChunkSizer(100, workers=2, total=None)
+    before = sizer.in_flight(32)
+
+    sizer.observe(100, 100 * 0.05)  # 50 ms per item: waiting on I/O, say
+
+    assert before == BIG_CALLS_PER_WORKER * 2  # assumed quick until measured
+    assert not sizer.quick
+    assert sizer.in_flight(32) == 32

@@ -9,7 +9,6 @@ from typing import Any
 
 from ..serialization.tasks import decode_routine
 from .routine import routine
-from .sizing import BIG_CALL
 from .worker.execute import is_plain, run_plain
 from .worker.threads import serial_runner
 
@@ -27,21 +26,24 @@ def _body(blob: bytes) -> Callable[..., Any]:
 
 
 @routine
-async def run_chunk(blob: bytes, calls: list[Any], unpack: bool = True) -> tuple[list[Any], float]:
+async def run_chunk(
+    blob: bytes, calls: list[Any], unpack: bool = True, quick: bool = False
+) -> tuple[list[Any], float]:
     """Run the routine ``blob`` names once per item of ``calls``, one after another.
 
-    Each item is an argument tuple (``unpack``) or the one argument itself.
+    Each item is an argument tuple (``unpack``) or the one argument itself;
+    ``quick`` says the caller measured its items to be quick.
     Returns the results in order and the seconds the items themselves took
     (what the caller sizes the next chunks by; a plain ``def``'s thread hop
     is a cost per call, not per item, and is left out). The first failure
     stops the chunk and is raised. A plain ``def`` runs the whole chunk in
-    one thread (big chunks, of quick items, one at a time in the same
-    thread); a coroutine function's items run on the loop, each awaited in
-    turn, with no task of their own.
+    one thread (quick chunks one at a time in the same thread: several
+    sharing the GIL would all end late); a coroutine function's items run
+    on the loop, each awaited in turn, with no task of their own.
     """
     body = _body(blob)
     if is_plain(body):
-        threads = serial_runner() if len(calls) >= BIG_CALL else None
+        threads = serial_runner() if quick else None
         timed: tuple[list[Any], float] = await run_plain(
             functools.partial(_run_plain, body, calls, unpack), threads
         )

@@ -22,7 +22,7 @@ from .chunks import run_chunk
 from .context import current_proxy
 from .progress import Progress, ProgressSpec, open_progress
 from .routine import _new_task, _Options, routine_info, run_with_policy
-from .sizing import ChunkSizer
+from .sizing import BIG_CALL, ChunkSizer
 
 T = TypeVar("T")
 
@@ -203,7 +203,7 @@ async def _chunked(
     timeout = None if options.timeout is None else options.timeout * len(batch)
     task = _new_task(
         chunk.body,
-        (routine_blob(info.body), batch, not single),
+        (routine_blob(info.body), batch, not single, sizer.quick and len(batch) >= BIG_CALL),
         {},
         False,
         _Options(timeout, options.dispatch_timeout, 0, options.retry),

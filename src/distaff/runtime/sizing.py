@@ -45,11 +45,12 @@ class ChunkSizer:
     for), so the last items still spread over the pool. A fixed
     ``chunksize`` is used as given.
 
-    Calls of ``BIG_CALL`` items or more (quick items) are kept to
-    ``BIG_CALLS_PER_WORKER`` in flight per worker, or as many as make
-    ``FLIGHT_SECONDS`` of work: enough to keep every worker busy, few enough
-    that results stream back while workers compute instead of all arriving
-    at the end. Smaller calls fly up to the fan-out's concurrency.
+    Calls of ``BIG_CALL`` items or more of quick items (measured, or of a
+    fixed size before any measurement) are kept to ``BIG_CALLS_PER_WORKER``
+    in flight per worker, or as many as make ``FLIGHT_SECONDS`` of work:
+    enough to keep every worker busy, few enough that results stream back
+    while workers compute instead of all arriving at the end. Other calls
+    fly up to the fan-out's concurrency.
     """
 
     def __init__(self, fixed: int | None, workers: int, total: int | None) -> None:
@@ -81,13 +82,22 @@ class ChunkSizer:
         self._last = size
         return size
 
+    @property
+    def quick(self) -> bool:
+        """True once the items are measured to take under ``TARGET_SECONDS / BIG_CALL`` each."""
+        return bool(self._items) and self._seconds / self._items < TARGET_SECONDS / BIG_CALL
+
     def in_flight(self, limit: int) -> int:
         """How many calls may be in flight now, at most ``limit``."""
-        if self.fixed is None and not self._items:
-            return min(limit, self.workers)  # probing: nothing measured yet
-        if self._last < BIG_CALL:
+        if not self._items:
+            if self.fixed is None:
+                return min(limit, self.workers)  # probing: nothing measured yet
+            if self.fixed < BIG_CALL:
+                return limit
+            return min(limit, BIG_CALLS_PER_WORKER * self.workers)  # until measured
+        if not self.quick or self._last < BIG_CALL:
             return limit
-        per_call = self._last * self._seconds / self._items if self._items else 0.0
+        per_call = self._last * self._seconds / self._items
         per_worker = BIG_CALLS_PER_WORKER
         if per_call > 0:
             per_worker = max(per_worker, math.ceil(FLIGHT_SECONDS / per_call))
