@@ -130,7 +130,8 @@ async def test_a_call_still_running_after_blocking_is_reported_too(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="distaff")
 
-    await f.block_then_await(0.3)
+    for _ in range(3):  # one is enough; more make a watchdog starved of CPU harmless
+        await f.block_then_await(0.3)
 
     assert len(_blocking_warnings(caplog, "block_then_await")) == 1
 
