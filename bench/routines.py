@@ -57,3 +57,12 @@ class NoopActor:
     async def noop(self) -> None:
         """Do nothing: an actor call's overhead alone."""
         return None
+
+
+@distaff.actor(concurrency=None)
+class FreeNoopActor:
+    """WA's actor for the W2 shape: calls may interleave, as the routine's do."""
+
+    async def noop(self) -> None:
+        """Do nothing: an actor call's overhead alone."""
+        return None

@@ -554,31 +554,42 @@ async def _rate(call: Callable[[], Awaitable[Any]], calls: int, inflight: int) -
 
 
 async def wa_actor(t: Any, p: dict[str, int]) -> dict[str, float]:
-    """An actor's no-op method next to the no-op routine: W1 and W2 shapes, one pool.
+    """An actor's no-op method next to the no-op routine: W1 and W2 shapes, one worker.
 
-    The two alternate in two rounds (routine first, then actor first) so that
-    drift in the machine's load hits both; each keeps its better round.
+    The pool has one worker (``SPAWN``), so the routine's calls and the
+    actor's land on the same process and the ratio is one call's cost to
+    another's, not parallelism. The W1 shape calls an actor with the default
+    turns (one at a time); the W2 shape an actor with ``concurrency=None``,
+    whose calls may interleave on the worker as the routine's do. The two
+    alternate in two rounds (routine first, then actor first) so that drift
+    in the machine's load hits both; each keeps its better round.
     """
-    from bench.routines import NoopActor
+    from bench.routines import FreeNoopActor, NoopActor
 
-    actor = await NoopActor.spawn()
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {"routine": t.noop, "actor": actor.noop}
-    for call in calls.values():
+    one_turn = await NoopActor.spawn()
+    free = await FreeNoopActor.spawn()
+    shapes: dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]] = {
+        "routine": (t.noop, t.noop),
+        "actor": (one_turn.noop, free.noop),
+    }
+    for sequential, concurrent in shapes.values():
         for _ in range(p["warmup"]):
-            await call()
-        await fan_out(call, p["w2_warmup"], p["inflight"])
+            await sequential()
+        await fan_out(concurrent, p["w2_warmup"], p["inflight"])
     out: dict[str, float] = {}
     for order in (("routine", "actor"), ("actor", "routine")):
         for kind in order:
-            d = await _latency(calls[kind], p["calls"])
+            sequential, concurrent = shapes[kind]
+            d = await _latency(sequential, p["calls"])
             meter = CpuMeter(t.worker_pids())
-            rate = await _rate(calls[kind], p["w2_calls"], p["inflight"])
-            cpu = sum(meter.per_call_us(p["w2_calls"]).values())  # caller + workers
+            rate = await _rate(concurrent, p["w2_calls"], p["inflight"])
+            cpu = sum(meter.per_call_us(p["w2_calls"]).values())  # caller + worker
             lowest = (("lat_p50_us", d["p50"]), ("lat_p99_us", d["p99"]), ("cpu_us_per_call", cpu))
             for key, value in lowest:
                 out[f"{kind}_{key}"] = min(out.get(f"{kind}_{key}", math.inf), value)
             out[f"{kind}_calls_per_s"] = max(out.get(f"{kind}_calls_per_s", 0.0), rate)
-    await actor.close()
+    await one_turn.close()
+    await free.close()
     return out
 
 
@@ -594,10 +605,14 @@ WORKLOAD_FUNCTIONS: dict[str, Callable[..., Awaitable[dict[str, float]]]] = {
 }
 
 
+# workers per pool where a workload needs other than the default
+SPAWN = {"WA": 1}  # the actor and the routine on the same single worker
+
+
 async def run(impl: str, workload: str, params: dict[str, int]) -> dict[str, float]:
     if workload == "W5":
         return await w5_cold_start(impl, params)
-    target = make_target(impl)
+    target = make_target(impl, SPAWN.get(workload))
     await target.start()
     try:
         return await WORKLOAD_FUNCTIONS[workload](target, params)
