@@ -157,7 +157,7 @@ class _SessionDriver:
             if isinstance(event, s.Ready):
                 self.ready.set()
             elif isinstance(event, s.Draining):
-                continue
+                self._connection._drained = True
             else:
                 if isinstance(event, s.FINAL):
                     failed = not isinstance(event, (s.Result, s.Done))
@@ -213,6 +213,7 @@ class WorkerConnection:
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
         self._transport = transport or self._grpc_transport
         self._driver: _SessionDriver | None = None
+        self._drained = False  # a drain is final: it outlives the session that heard it
         self._completed = 0
         self._failed = 0
         self._reserved = 0  # dispatches between the balancer's hand-off and open_call
@@ -231,8 +232,8 @@ class WorkerConnection:
 
     @property
     def draining(self) -> bool:
-        """True once the worker said it refuses new calls on this session."""
-        return self._driver is not None and self._driver.session.draining
+        """True once the worker said it refuses new calls (it stays True: a drain is final)."""
+        return self._drained
 
     def _finished(self, *, failed: bool, born: float | None) -> None:
         if failed:

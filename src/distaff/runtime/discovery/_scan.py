@@ -112,6 +112,28 @@ class Scanner:
                     current[uid] = (entry.signature[2], entry.metadata)
         return {uid: meta for uid, (_, meta) in current.items()}
 
+    def publishers(self) -> dict[str, _Owner]:
+        """The publisher of each live worker, by uid (to judge later how it left)."""
+        return {
+            e.metadata.uid: e.owner
+            for e in self.entries.values()
+            if e.alive and e.metadata is not None and e.owner is not None
+        }
+
+    def withdrew(self, uid: str, publishers: dict[str, _Owner]) -> bool:
+        """Whether the gone worker ``uid`` withdrew itself: its file was removed
+        while its publisher lives (a stop), rather than found stale (a death).
+
+        A publisher that removed its file and exited at once counts as not
+        withdrawn: a file reaped by another subscriber looks the same.
+        """
+        owner = publishers.get(uid)
+        if owner is None:
+            return False
+        if any(e.metadata is not None and e.metadata.uid == uid for e in self.entries.values()):
+            return False  # still listed, found dead
+        return _alive(owner, self.own_pidns)
+
     def owners(self) -> set[_Owner]:
         """The publishers of the live files."""
         return {e.owner for e in self.entries.values() if e.alive and e.owner is not None}

@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Self
 
 from ... import _checks
@@ -176,8 +177,10 @@ class LocalSubscriber:
             known: dict[str, WorkerMetadata] = {}
             async for changes, check in self._changes(scanner, watch):
                 names = None if changes.rescan else changes.names
+                publishers = scanner.publishers()
                 current = scanner.scan(check, names, changes.exited)
-                for event in _diff(known, current):
+                withdrew = functools.partial(scanner.withdrew, publishers=publishers)
+                for event in _diff(known, current, withdrew):
                     yield event
                 known = current
         finally:
@@ -229,10 +232,12 @@ def _follow_owners(watch: Watch, scanner: Scanner) -> bool:
 
 
 def _diff(
-    known: dict[str, WorkerMetadata], current: dict[str, WorkerMetadata]
+    known: dict[str, WorkerMetadata],
+    current: dict[str, WorkerMetadata],
+    withdrew: Callable[[str], bool] = lambda uid: False,
 ) -> list[DiscoveryEvent]:
     events = [
-        DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])
+        DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid], withdrew(uid))
         for uid in sorted(known.keys() - current.keys())
     ]
     for uid, meta in sorted(current.items()):
