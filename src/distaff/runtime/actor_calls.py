@@ -9,7 +9,6 @@ reports about that worker (lost, draining, not in the pool) becomes an
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -226,16 +225,16 @@ async def _first_step(handle: ActorHandle[Any], task: Task) -> tuple[Any, Any]:
         raise
 
 
-async def ask(
-    proxy: WorkerProxy, uid: str, body: Callable[..., Any], args: Any, timeout: float
-) -> Any:
-    """Run ``body(*args)`` on worker ``uid`` of ``proxy``; its result, within ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        task = _new_task(body, args, {}, False, _OPTIONS)
-        stream = await proxy.dispatch(
-            task, timeout=task.dispatch_timeout, balancer=PinnedLoadBalancer(uid)
-        )
-        try:
-            return await anext(stream)
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+async def ask(proxy: WorkerProxy, uid: str, body: Callable[..., Any], args: Any) -> Any:
+    """Run ``body(*args)`` on worker ``uid`` of ``proxy`` and return its result.
+
+    Unbounded here: the caller bounds it (``asyncio.timeout``).
+    """
+    task = _new_task(body, args, {}, False, _OPTIONS)
+    stream = await proxy.dispatch(
+        task, timeout=task.dispatch_timeout, balancer=PinnedLoadBalancer(uid)
+    )
+    try:
+        return await anext(stream)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
