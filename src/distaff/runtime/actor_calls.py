@@ -22,7 +22,7 @@ from .._exceptions import (
     WorkerLostError,
 )
 from ..balancers.pinned import PinnedLoadBalancer
-from ..serialization.task import Task, new_task_id
+from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from .routine import _bound, _new_task, _Options
 from .streams import RemoteGenerator
@@ -71,7 +71,7 @@ def _task(
     handle.check_alive()
     task = _new_task(body, (handle.id, name, args, kwargs), {}, generator, _OPTIONS)
     if task.chain is None:  # a call from outside any actor starts a chain of its own
-        task.chain = new_task_id()
+        task.chain = task.id  # unique already: no second id to make
     return task
 
 
@@ -79,6 +79,8 @@ async def _call(handle: ActorHandle[Any], task: Task) -> Any:
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
     stream = await dispatch(handle, task)
     try:
+        if deadline is None:
+            return await anext(stream)
         async with _bound(deadline):
             return await anext(stream)
     except (RpcError, ActorDiedError) as error:
