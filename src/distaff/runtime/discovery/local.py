@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import logging
 import os
@@ -177,10 +176,8 @@ class LocalSubscriber:
             known: dict[str, WorkerMetadata] = {}
             async for changes, check in self._changes(scanner, watch):
                 names = None if changes.rescan else changes.names
-                publishers = scanner.publishers()
                 current = scanner.scan(check, names, changes.exited)
-                withdrew = functools.partial(scanner.withdrew, publishers=publishers)
-                for event in _diff(known, current, withdrew):
+                for event in _diff(known, current, scanner.withdrew):
                     yield event
                 known = current
         finally:
