@@ -277,7 +277,7 @@ def markdown(results: dict[str, Any], body: str) -> str:
         f"{' @ ' + m['commit'] if m.get('commit') else ''}; {m.get('date')}; "
         f"load average {m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end.",
         f"{c['reps']} repetition(s) of each workload, every one in fresh processes; "
-        f"{'QUICK sizes; ' if c['quick'] else ''}2 workers per pool.",
+        f"{'QUICK sizes; ' if c['quick'] else ''}2 workers per pool (WA: 1).",
         "",
         "Each cell: **ratio to raw grpc.aio** (same run), then the absolute median over "
         "the repetitions and its (min\u2013max). For 'lower is better' rows a ratio below 1 "

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 from collections.abc import AsyncIterator
+from typing import Any
 
 import distaff
 
@@ -57,3 +60,36 @@ class NoopActor:
     async def noop(self) -> None:
         """Do nothing: an actor call's overhead alone."""
         return None
+
+
+@distaff.actor(concurrency=None)
+class FreeNoopActor:
+    """WA's actor for the W2 shape: calls may interleave, as the routine's do."""
+
+    async def noop(self) -> None:
+        """Do nothing: an actor call's overhead alone."""
+        return None
+
+
+_profiler: Any = None
+
+
+@distaff.routine
+async def profile_start() -> None:
+    """Start cProfile on the worker this runs on (``bench.actor_profile``)."""
+    global _profiler
+    _profiler = cProfile.Profile()
+    _profiler.enable()
+
+
+@distaff.routine
+async def profile_stop() -> dict[str, float]:
+    """Stop the worker's cProfile; its own time (s) by function."""
+    _profiler.disable()
+    return own_times(_profiler)
+
+
+def own_times(profiler: cProfile.Profile) -> dict[str, float]:
+    """Seconds spent in each function itself, keyed ``file:line(name)``."""
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    return {f"{f.rsplit('/', 1)[-1]}:{n}({fn})": row[2] for (f, n, fn), row in stats.items()}

@@ -539,48 +539,71 @@ async def w7_map(t: Any, p: dict[str, int]) -> dict[str, float]:
     }
 
 
-async def _latency(call: Callable[[], Awaitable[Any]], calls: int) -> dict[str, float]:
+async def _paired_latency(
+    calls: dict[str, Callable[[], Awaitable[Any]]], rounds: int
+) -> dict[str, dict[str, float]]:
+    """Latency of each call, interleaved call by call (the first alternates)."""
     clock = time.perf_counter_ns
-    samples = []
-    for _ in range(calls):
-        t0 = clock()
-        await call()
-        samples.append(clock() - t0)
-    return distribution(s / 1000.0 for s in samples)
+    samples: dict[str, list[int]] = {kind: [] for kind in calls}
+    kinds = list(calls)
+    for i in range(rounds):
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            t0 = clock()
+            await calls[kind]()
+            samples[kind].append(clock() - t0)
+    return {kind: distribution(s / 1000.0 for s in samples[kind]) for kind in calls}
 
 
-async def _rate(call: Callable[[], Awaitable[Any]], calls: int, inflight: int) -> float:
-    started = time.perf_counter()
-    await fan_out(call, calls, inflight)
-    return calls / (time.perf_counter() - started)
+async def _paired_rate(
+    t: Any, calls: dict[str, Callable[[], Awaitable[Any]]], total: int, inflight: int
+) -> dict[str, tuple[float, float]]:
+    """Calls/s and CPU µs per call (caller + workers) of each, in alternating blocks (ABBA)."""
+    blocks = 10
+    size = max(1, total // blocks)
+    spent: dict[str, list[float]] = {kind: [0.0, 0.0] for kind in calls}  # seconds, CPU µs
+    kinds = list(calls)
+    for i in range(blocks):
+        for kind in kinds if i % 4 in (0, 3) else kinds[::-1]:
+            meter = CpuMeter(t.worker_pids())
+            started = time.perf_counter()
+            await fan_out(calls[kind], size, inflight)
+            spent[kind][0] += time.perf_counter() - started
+            spent[kind][1] += sum(meter.per_call_us(size).values()) * size
+    n = size * blocks
+    return {kind: (n / seconds, cpu / n) for kind, (seconds, cpu) in spent.items()}
 
 
 async def wa_actor(t: Any, p: dict[str, int]) -> dict[str, float]:
-    """An actor's no-op method next to the no-op routine: W1 and W2 shapes, one pool.
+    """An actor's no-op method next to the no-op routine: W1 and W2 shapes, one worker.
 
-    The two alternate in two rounds (routine first, then actor first) so that
-    drift in the machine's load hits both; each keeps its better round.
+    The pool has one worker (``SPAWN``), so the routine's calls and the
+    actor's land on the same process and the ratio is one call's cost to
+    another's, not parallelism. The W1 shape calls an actor with the default
+    turns (one at a time); the W2 shape an actor with ``concurrency=None``,
+    whose calls may interleave on the worker as the routine's do. So that
+    drift in a shared machine's load hits both alike, the W1 shape
+    alternates routine and actor call by call, and the W2 shape runs them
+    in alternating blocks.
     """
-    from bench.routines import NoopActor
+    from bench.routines import FreeNoopActor, NoopActor
 
-    actor = await NoopActor.spawn()
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {"routine": t.noop, "actor": actor.noop}
-    for call in calls.values():
+    one_turn = await NoopActor.spawn()
+    free = await FreeNoopActor.spawn()
+    sequential = {"routine": t.noop, "actor": one_turn.noop}
+    concurrent = {"routine": t.noop, "actor": free.noop}
+    for kind in sequential:
         for _ in range(p["warmup"]):
-            await call()
-        await fan_out(call, p["w2_warmup"], p["inflight"])
+            await sequential[kind]()
+        await fan_out(concurrent[kind], p["w2_warmup"], p["inflight"])
+    latency = await _paired_latency(sequential, 2 * p["calls"])
+    rates = await _paired_rate(t, concurrent, 2 * p["w2_calls"], p["inflight"])
     out: dict[str, float] = {}
-    for order in (("routine", "actor"), ("actor", "routine")):
-        for kind in order:
-            d = await _latency(calls[kind], p["calls"])
-            meter = CpuMeter(t.worker_pids())
-            rate = await _rate(calls[kind], p["w2_calls"], p["inflight"])
-            cpu = sum(meter.per_call_us(p["w2_calls"]).values())  # caller + workers
-            lowest = (("lat_p50_us", d["p50"]), ("lat_p99_us", d["p99"]), ("cpu_us_per_call", cpu))
-            for key, value in lowest:
-                out[f"{kind}_{key}"] = min(out.get(f"{kind}_{key}", math.inf), value)
-            out[f"{kind}_calls_per_s"] = max(out.get(f"{kind}_calls_per_s", 0.0), rate)
-    await actor.close()
+    for kind in sequential:
+        out[f"{kind}_lat_p50_us"] = latency[kind]["p50"]
+        out[f"{kind}_lat_p99_us"] = latency[kind]["p99"]
+        out[f"{kind}_calls_per_s"], out[f"{kind}_cpu_us_per_call"] = rates[kind]
+    await one_turn.close()
+    await free.close()
     return out
 
 
@@ -596,10 +619,14 @@ WORKLOAD_FUNCTIONS: dict[str, Callable[..., Awaitable[dict[str, float]]]] = {
 }
 
 
+# workers per pool where a workload needs other than the default
+SPAWN = {"WA": 1}  # the actor and the routine on the same single worker
+
+
 async def run(impl: str, workload: str, params: dict[str, int]) -> dict[str, float]:
     if workload == "W5":
         return await w5_cold_start(impl, params)
-    target = make_target(impl)
+    target = make_target(impl, SPAWN.get(workload))
     await target.start()
     try:
         return await WORKLOAD_FUNCTIONS[workload](target, params)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pathlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import distaff
@@ -66,6 +67,15 @@ class Counter:
         with open(path, "a") as f:  # noqa: ASYNC230 - one tiny local append
             f.write(token + "\n")
         await asyncio.sleep(seconds)
+        return token
+
+    async def mark_then_hold(self, path: str, token: str, gate: str) -> str:
+        """Append ``token`` to ``path``, then wait until the file ``gate`` exists (60 s at most)."""
+        with open(path, "a") as f:  # noqa: ASYNC230 - one tiny local append
+            f.write(token + "\n")
+        async with asyncio.timeout(60):
+            while not os.path.exists(gate):  # another process makes the file
+                await asyncio.sleep(0.01)
         return token
 
     async def countdown(self, n: int) -> AsyncGenerator[int, Any]:
@@ -171,3 +181,37 @@ async def spawn_nested(start: int) -> distaff.ActorHandle[Any]:
 async def read_through(handle: distaff.ActorHandle[Any]) -> int:
     """A plain routine in the middle of a chain: call the actor back."""
     return int(await handle.get())
+
+
+@dataclasses.dataclass(frozen=True)
+class DropBlindSubscriber:
+    """Follows ``inner`` but never reports a worker leaving: a slow discovery
+    (a DNS record that outlives its worker), which real local discovery is
+    too quick to be."""
+
+    inner: Any
+
+    def __aiter__(self) -> AsyncIterator[distaff.DiscoveryEvent]:
+        return self._follow()
+
+    async def _follow(self) -> AsyncIterator[distaff.DiscoveryEvent]:
+        events = aiter(self.inner)
+        try:
+            async for event in events:
+                if event.type is not distaff.DiscoveryEventType.WORKER_DROPPED:
+                    yield event
+        finally:
+            await events.aclose()
+
+
+@dataclasses.dataclass(frozen=True)
+class DropBlindDiscovery:
+    """A real local discovery whose subscribers never see a worker leave."""
+
+    inner: distaff.LocalDiscovery
+
+    def publisher(self) -> Any:
+        return self.inner.publisher()
+
+    def subscriber(self) -> DropBlindSubscriber:
+        return DropBlindSubscriber(self.inner.subscriber())

@@ -366,8 +366,9 @@ async def test_sigterm_drain_finishes_in_flight_calls_and_new_spawns_go_elsewher
         async with asyncio.timeout(20):
             assert await asyncio.gather(*in_flight) == ["call0", "call1"]
             await pool.proxy.wait_for(lambda ws: all(m.pid != victim for m in ws), timeout=10)
-            with pytest.raises(distaff.ActorDiedError):
+            with pytest.raises(distaff.ActorDiedError) as later:
                 await counter.get()
+            assert later.value.reason == distaff.ActorDiedError.DRAINED
             spawned = [await ac.Counter.spawn(0) for _ in range(3)]
             landed = {await s.pid() for s in spawned}
             # elsewhere: the other worker, or the replacement the pool started

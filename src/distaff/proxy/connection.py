@@ -161,7 +161,9 @@ class _SessionDriver:
                 event.owner.feed(event)  # type: ignore[union-attr]
             elif kind is s.Ready:
                 self.ready.set()
-            elif kind is not s.Draining:  # a final event
+            elif kind is s.Draining:
+                connection._drained = True
+            else:  # a final event
                 failed = kind is not s.Result and kind is not s.Done
                 connection._finished(failed=failed, born=event.owner.born)  # type: ignore[union-attr]
                 event.owner.feed(event)  # type: ignore[union-attr]
@@ -215,6 +217,7 @@ class WorkerConnection:
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
         self._transport = transport or self._grpc_transport
         self._driver: _SessionDriver | None = None
+        self._drained = False  # a drain is final: it outlives the session that heard it
         self._completed = 0
         self._failed = 0
         self._reserved = 0  # dispatches between the balancer's hand-off and open_call
@@ -233,8 +236,8 @@ class WorkerConnection:
 
     @property
     def draining(self) -> bool:
-        """True once the worker said it refuses new calls on this session."""
-        return self._driver is not None and self._driver.session.draining
+        """True once the worker said it refuses new calls (it stays True: a drain is final)."""
+        return self._drained
 
     def _finished(self, *, failed: bool, born: float | None) -> None:
         if failed:

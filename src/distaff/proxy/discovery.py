@@ -21,10 +21,19 @@ class DiscoveryEventType(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class DiscoveryEvent:
-    """One change in the set of known workers."""
+    """One change in the set of known workers.
+
+    Attributes:
+        type: what happened.
+        metadata: the worker it happened to.
+        withdrawn: for ``WORKER_DROPPED``, True when the worker took itself
+            out while alive (it is stopping: a drain); False when it was found
+            gone (dead, unreachable) or the backend cannot tell.
+    """
 
     type: DiscoveryEventType
     metadata: WorkerMetadata
+    withdrawn: bool = False
 
 
 @runtime_checkable

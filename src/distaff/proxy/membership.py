@@ -17,7 +17,8 @@ from ..serialization.metadata import WorkerMetadata
 from . import observe
 from .connection import WorkerConnection
 from .context import LoadBalancerContext
-from .discovery import DiscoveryEventType, DiscoverySubscriberLike
+from .departures import Departures
+from .discovery import DiscoveryEvent, DiscoveryEventType, DiscoverySubscriberLike
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Membership:
             bounded number of workers. ``context`` still holds every admitted
             worker (its connection dials only when used), for calls pinned to
             one worker and for lookups across the pool.
+        departures: where to record why workers leave (the proxy keeps it
+            across restarts); None: a record of this membership's own.
     """
 
     def __init__(
@@ -53,8 +56,10 @@ class Membership:
         connect: Callable[[WorkerMetadata], WorkerConnection],
         forget: Callable[[WorkerMetadata], None] = lambda _: None,
         subset: int | None = None,
+        departures: Departures | None = None,
     ) -> None:
         self.context = LoadBalancerContext()
+        self.departures = departures if departures is not None else Departures()
         self.preferred = self.context if subset is None else LoadBalancerContext()
         self._subset = subset
         self._seed = random.getrandbits(64)
@@ -79,7 +84,7 @@ class Membership:
         while True:
             try:
                 async for event in self._discovery:
-                    self._apply(event.type, event.metadata)
+                    self._apply(event)
                     self.error = None
                     backoff = _BACKOFF_FIRST
                     self._signal()
@@ -101,10 +106,13 @@ class Membership:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    def _apply(self, kind: DiscoveryEventType, metadata: WorkerMetadata) -> None:
+    def _apply(self, event: DiscoveryEvent) -> None:
+        kind, metadata = event.type, event.metadata
         known = self.context.find(metadata.uid) is not None
-        if kind is DiscoveryEventType.WORKER_DROPPED or (known and not self._admits(metadata)):
-            self.evict(metadata)
+        if kind is DiscoveryEventType.WORKER_DROPPED:
+            self.evict(metadata, withdrawn=event.withdrawn)
+        elif known and not self._admits(metadata):
+            self.evict(metadata, departed=False)
         elif known:
             self.context.update_worker(metadata)
             if self.preferred is not self.context:
@@ -114,6 +122,7 @@ class Membership:
         ):
             connection = self._connect(metadata)
             self.context.add_worker(metadata, connection)
+            self.departures.returned(metadata.uid)
             self._prefer(metadata, connection)
             log.info("admitted worker %s at %s", metadata.uid[:8], metadata.address)
             if observe.current is not None:
@@ -145,10 +154,19 @@ class Membership:
         for metadata in sorted(others, key=self._score)[:missing]:
             self.preferred.add_worker(metadata, self.context.workers[metadata])
 
-    def evict(self, metadata: WorkerMetadata) -> None:
-        """Remove a worker; its connection closes once its calls are done."""
+    def evict(
+        self, metadata: WorkerMetadata, *, withdrawn: bool = False, departed: bool = True
+    ) -> None:
+        """Remove a worker; its connection closes once its calls are done.
+
+        ``departed``: it left (not merely stopped matching the pool), so
+        record why: ``withdrawn`` (discovery says it took itself out while
+        alive) or a drain its connection saw make it drained, else lost.
+        """
         self._forget(metadata)
         connection = self.context.remove_worker(metadata)
+        if departed:
+            self.departures.left(metadata.uid, withdrawn=withdrawn, connection=connection)
         if connection is None:
             return
         if observe.current is not None:

@@ -36,6 +36,7 @@ from .call import RemoteCall
 from .connection import WorkerConnection
 from .context import LoadBalancerContext
 from .credentials import WorkerCredentials
+from .departures import Departure, Departures
 from .discovery import DiscoverySubscriberLike, describe_subscriber
 from .membership import Membership
 
@@ -120,6 +121,7 @@ class WorkerProxy:
         self._state = ProxyState.NEW
         self._admission = Admission()
         self._membership: Membership | None = None
+        self._departures = Departures()  # kept across restarts
         self._stopped = asyncio.Event()
         self._delegating = True
         self._warned = False
@@ -186,6 +188,10 @@ class WorkerProxy:
         membership = self._membership
         return list(membership.context.workers) if membership is not None else []
 
+    def departure(self, uid: str) -> Departure | None:
+        """Why worker ``uid`` left the pool, if it did recently (and has not come back)."""
+        return self._departures.get(uid)
+
     def in_flight(self) -> int:
         """Calls dispatched through this proxy that have not finished yet."""
         membership = self._membership
@@ -217,6 +223,7 @@ class WorkerProxy:
             connect=self._connect,
             forget=self._admission.forget,
             subset=self.subset if self._restored else None,
+            departures=self._departures,
         )
         self._state = ProxyState.RUNNING
 

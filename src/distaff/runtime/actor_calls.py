@@ -9,7 +9,6 @@ reports about that worker (lost, draining, not in the pool) becomes an
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,7 @@ from .._exceptions import (
     WorkerLostError,
 )
 from ..balancers.pinned import PinnedLoadBalancer
-from ..serialization.task import Task, new_task_id
+from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from .routine import _bound, _new_task, _Options
 from .streams import RemoteGenerator
@@ -72,7 +71,7 @@ def _task(
     handle.check_alive()
     task = _new_task(body, (handle.id, name, args, kwargs), {}, generator, _OPTIONS)
     if task.chain is None:  # a call from outside any actor starts a chain of its own
-        task.chain = new_task_id()
+        task.chain = task.id  # unique already: no second id to make
     return task
 
 
@@ -80,10 +79,12 @@ async def _call(handle: ActorHandle[Any], task: Task) -> Any:
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
     stream = await dispatch(handle, task)
     try:
+        if deadline is None:
+            return await anext(stream)
         async with _bound(deadline):
             return await anext(stream)
     except (RpcError, ActorDiedError) as error:
-        death = _death(handle, error)
+        death = _death(handle, error, task.proxy)
         if death is None:
             raise
         raise death from error
@@ -99,17 +100,20 @@ async def run_pinned(handle: ActorHandle[Any], body: Callable[..., Any], args: A
 async def dispatch(handle: ActorHandle[Any], task: Task) -> AsyncIterator[Any]:
     """Send ``task`` to the actor's worker only; a gone worker is a dead actor."""
     proxy: WorkerProxy = task.proxy
+    uid = handle.worker
+    if proxy.departure(uid) is not None:  # known gone: fail at once, with why
+        raise _gone(handle, proxy)
     pinned = handle._balancer
     try:
         try:
             return await proxy.dispatch(task, timeout=task.dispatch_timeout, balancer=pinned)
         except NoWorkersAvailable as error:
             # not in the membership yet (a proxy just restored on a worker)?
-            if error.__cause__ is not None or not await _appears(proxy, handle.worker, task):
+            if error.__cause__ is not None or not await _appears(proxy, uid, task):
                 raise
         return await proxy.dispatch(task, timeout=task.dispatch_timeout, balancer=pinned)
     except (RpcError, NoWorkersAvailable) as error:
-        death = _death(handle, error)
+        death = _death(handle, error, proxy)
         if death is None:
             raise
         raise death from error
@@ -124,26 +128,55 @@ async def _appears(proxy: WorkerProxy, uid: str, task: Task) -> bool:
     return True
 
 
-def _death(handle: ActorHandle[Any], error: BaseException) -> ActorDiedError | None:
+def _drained(proxy: WorkerProxy | None, uid: str) -> bool | None:
+    """Whether worker ``uid`` drained (True), was lost (False), or neither is known (None)."""
+    if proxy is None:
+        return None
+    departure = proxy.departure(uid)
+    if departure is not None:
+        return departure.drained
+    for metadata, connection in proxy.context.workers.items():
+        if metadata.uid == uid:
+            return True if getattr(connection, "draining", False) else None
+    return None
+
+
+def _gone(
+    handle: ActorHandle[Any], proxy: WorkerProxy | None, cause: BaseException | None = None
+) -> ActorDiedError:
+    """The death of an actor whose worker left the pool or cannot be reached."""
+    uid = handle.worker
+    drained = _drained(proxy, uid)
+    if drained:
+        return handle.died(ActorDiedError.DRAINED, f"worker {uid} drained and left the pool")
+    if cause is not None:
+        return handle.died(ActorDiedError.WORKER_LOST, f"worker {uid} cannot be reached: {cause}")
+    if drained is None:
+        return handle.died(
+            ActorDiedError.WORKER_LOST,
+            f"worker {uid} is not in the pool (it stopped, drained or was lost "
+            "before this process saw it leave)",
+        )
+    return handle.died(ActorDiedError.WORKER_LOST, f"worker {uid} was lost")
+
+
+def _death(
+    handle: ActorHandle[Any], error: BaseException, proxy: WorkerProxy | None = None
+) -> ActorDiedError | None:
     """The ActorDiedError that ``error`` means for this actor, or None if it means none."""
     uid = handle.worker
     if isinstance(error, ActorDiedError):  # the worker says so: remember why
         handle.died(error.reason, error.details)
         return None
     if isinstance(error, WorkerLostError):
+        if _drained(proxy, uid):  # the session ended after the worker announced its drain
+            return handle.died(ActorDiedError.DRAINED, f"worker {uid} drained and stopped")
         return handle.died(ActorDiedError.WORKER_LOST, f"the connection to worker {uid} was lost")
     if isinstance(error, NoWorkersAvailable):
         cause = error.__cause__
-        if cause is None:
-            return handle.died(
-                ActorDiedError.WORKER_LOST,
-                f"worker {uid} is not in the pool (it stopped, drained or was lost)",
-            )
-        if isinstance(cause, RpcError) and "draining" in cause.details:
-            return handle.died(ActorDiedError.DRAINED, f"worker {uid} is draining")
         if isinstance(cause, RpcError) and cause.code is StatusCode.RESOURCE_EXHAUSTED:
             return None  # busy, not gone
-        return handle.died(ActorDiedError.WORKER_LOST, f"worker {uid} cannot be reached: {cause}")
+        return _gone(handle, proxy, cause)
     if isinstance(error, RpcError) and error.code is StatusCode.CANCELLED:
         if "worker stopped" in error.details:
             return handle.died(ActorDiedError.DRAINED, f"worker {uid} stopped: {error.details}")
@@ -154,17 +187,18 @@ def _death(handle: ActorHandle[Any], error: BaseException) -> ActorDiedError | N
 class _ActorStream:
     """A generator method's call: each step maps a lost worker to a dead actor."""
 
-    __slots__ = ("_call", "_handle")
+    __slots__ = ("_call", "_handle", "_proxy")
 
-    def __init__(self, handle: ActorHandle[Any], call: Any) -> None:
+    def __init__(self, handle: ActorHandle[Any], call: Any, proxy: WorkerProxy) -> None:
         self._handle = handle
         self._call = call
+        self._proxy = proxy
 
     async def _step(self, step: Callable[[], Any]) -> Any:
         try:
             return await step()
         except (RpcError, ActorDiedError) as error:
-            death = _death(self._handle, error)
+            death = _death(self._handle, error, self._proxy)
             if death is None:
                 raise
             raise death from error
@@ -184,7 +218,7 @@ class _ActorStream:
 
 async def _first_step(handle: ActorHandle[Any], task: Task) -> tuple[Any, Any]:
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
-    stream = _ActorStream(handle, await dispatch(handle, task))
+    stream = _ActorStream(handle, await dispatch(handle, task), task.proxy)
     try:
         async with _bound(deadline):
             return stream, await stream.asend(None)
@@ -193,16 +227,16 @@ async def _first_step(handle: ActorHandle[Any], task: Task) -> tuple[Any, Any]:
         raise
 
 
-async def ask(
-    proxy: WorkerProxy, uid: str, body: Callable[..., Any], args: Any, timeout: float
-) -> Any:
-    """Run ``body(*args)`` on worker ``uid`` of ``proxy``; its result, within ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        task = _new_task(body, args, {}, False, _OPTIONS)
-        stream = await proxy.dispatch(
-            task, timeout=task.dispatch_timeout, balancer=PinnedLoadBalancer(uid)
-        )
-        try:
-            return await anext(stream)
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+async def ask(proxy: WorkerProxy, uid: str, body: Callable[..., Any], args: Any) -> Any:
+    """Run ``body(*args)`` on worker ``uid`` of ``proxy`` and return its result.
+
+    Unbounded here: the caller bounds it (``asyncio.timeout``).
+    """
+    task = _new_task(body, args, {}, False, _OPTIONS)
+    stream = await proxy.dispatch(
+        task, timeout=task.dispatch_timeout, balancer=PinnedLoadBalancer(uid)
+    )
+    try:
+        return await anext(stream)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]

@@ -14,8 +14,9 @@ import functools
 import inspect
 import weakref
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
+from .. import _checks
 from .._exceptions import ActorDiedError
 from ..balancers.pinned import PinnedLoadBalancer
 from ..proxy.proxy import WorkerProxy
@@ -28,7 +29,7 @@ from .worker.actors import ACTOR_MARKER, ActorInfo, find_actor, spawn_actor
 
 T = TypeVar("T")
 _OPTIONS = _Options()
-_LOOKUP_TIMEOUT = 10.0  # seconds each worker has to answer a name lookup
+LOOKUP_TIMEOUT = 10.0  # seconds a name lookup may take, all workers asked at once
 
 # Actors spawned through each proxy in this process: a worker keeps the
 # proxies it restored running while they hold actors (an actor lives as long
@@ -149,38 +150,61 @@ async def spawn(
     return ActorHandle(actor_id, worker, cls, name)
 
 
-async def get_actor(name: str) -> ActorHandle[Any]:
+async def get_actor(name: str, *, timeout: float = LOOKUP_TIMEOUT) -> ActorHandle[Any]:
     """Find the actor spawned with ``name=name`` in the current pool.
 
     Works from any process of the pool: the caller, or a routine on a worker.
+    Every worker is asked at once and the first that holds the actor
+    answers; ``timeout`` bounds the whole lookup (waiting for the pool's
+    first worker included). A worker that has not answered by then counts
+    as not holding it.
 
     Raises:
-        ValueError: no live actor has that name.
+        ValueError: no live actor has that name (among the workers that
+            answered in time), or ``timeout`` is not > 0.
+        TypeError: ``timeout`` is not a number.
     """
-    found = await _lookup(name)
+    found = await _lookup(name, _checks.seconds("timeout", timeout, positive=True))
     if found is None:
         raise ValueError(f"no actor named {name!r} lives in this pool")
     actor_id, cls, worker = found
     return ActorHandle(actor_id, worker, cls, name)
 
 
-async def _lookup(name: str) -> tuple[str, type, str] | None:
-    """Ask every worker of the pool whether it holds the actor ``name``."""
+class _Found(Exception):
+    """A worker holds the actor: stops the other questions (internal)."""
+
+    def __init__(self, answer: tuple[str, type, str]) -> None:
+        super().__init__(answer[0])
+        self.answer = answer
+
+
+async def _lookup(name: str, timeout: float = LOOKUP_TIMEOUT) -> tuple[str, type, str] | None:
+    """Ask every worker of the pool at once whether it holds the actor ``name``."""
     proxy = current_proxy()
     if not proxy.started:
         await proxy.start()
-    await proxy.wait_for(bool, proxy.wait)
-    # a worker that cannot answer in time (unreachable, stopped) holds no live actor
-    answers = await asyncio.gather(
-        *(calls.ask(proxy, m.uid, find_actor, (name,), _LOOKUP_TIMEOUT) for m in proxy.workers),
-        return_exceptions=True,
-    )
-    for answer in answers:
-        if isinstance(answer, tuple):
-            return answer
-        if isinstance(answer, asyncio.CancelledError):
-            raise answer
-    return None
+    found: tuple[str, type, str] | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            await proxy.wait_for(bool, proxy.wait)
+            async with asyncio.TaskGroup() as group:
+                for metadata in proxy.workers:
+                    group.create_task(_ask(proxy, metadata.uid, name))
+    except* _Found as answers:
+        found = cast(_Found, answers.exceptions[0]).answer
+    except* TimeoutError:
+        pass  # the workers that did not answer in time hold no live actor
+    return found
+
+
+async def _ask(proxy: WorkerProxy, uid: str, name: str) -> None:
+    try:
+        answer = await calls.ask(proxy, uid, find_actor, (name,))
+    except Exception:  # unreachable, stopped, refused: it holds no live actor
+        return
+    if answer is not None:
+        raise _Found(answer)
 
 
 def _remote_methods(cls: type) -> dict[str, bool]:

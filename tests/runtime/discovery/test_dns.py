@@ -124,6 +124,8 @@ async def test_a_draining_worker_leaves_at_once_and_is_not_readmitted(dns: DnsSe
                 await stopping
             added = [e for e in seen.events if e.type is ADDED]
             assert len(added) == 1
+            [dropped] = [e for e in seen.events if e.type is DROPPED]
+            assert dropped.withdrawn  # it left SERVING: a drain, not a death
 
 
 async def test_a_new_worker_behind_a_known_address_is_dropped_then_added(dns: DnsServer) -> None:
@@ -142,6 +144,7 @@ async def test_a_new_worker_behind_a_known_address_is_dropped_then_added(dns: Dn
                 (DROPPED, first.metadata.uid),
                 (ADDED, second.metadata.uid),
             ]
+            assert not seen.events[1].withdrawn  # killed: its health stream broke
 
 
 async def test_ipv6_and_srv_records_name_workers(dns: DnsServer) -> None:

@@ -180,7 +180,8 @@ async def test_updated_and_dropped_propagate(disco: LocalDiscovery) -> None:
         await pub.publish(DiscoveryEvent(UPDATED, meta("w1", port=2)))
         assert await next_event(it) == DiscoveryEvent(UPDATED, meta("w1", port=2))
         await pub.publish(DiscoveryEvent(DROPPED, meta("w1", port=2)))
-        assert await next_event(it) == DiscoveryEvent(DROPPED, meta("w1", port=2))
+        # its publisher lives: the worker withdrew itself (a stop, not a death)
+        assert await next_event(it) == DiscoveryEvent(DROPPED, meta("w1", port=2), withdrawn=True)
 
 
 async def test_publisher_aclose_drops_only_its_workers(disco: LocalDiscovery) -> None:
@@ -196,7 +197,7 @@ async def test_publisher_aclose_drops_only_its_workers(disco: LocalDiscovery) ->
         }
         await closing.aclose()
         dropped = {await next_event(it), await next_event(it)}
-        assert dropped == {DiscoveryEvent(DROPPED, meta(u)) for u in ("a1", "a2")}
+        assert dropped == {DiscoveryEvent(DROPPED, meta(u), withdrawn=True) for u in ("a1", "a2")}
         assert listing(disco.directory) == ["k1.worker"]
         with pytest.raises(RuntimeError, match="closed"):
             await closing.publish(added(meta("a3")))
@@ -258,7 +259,7 @@ async def test_uid_that_is_no_file_name_round_trips(disco: LocalDiscovery) -> No
         assert name.startswith("=")
         assert name.endswith(".worker")
         await pub.publish(DiscoveryEvent(DROPPED, m))
-        assert await next_event(it) == DiscoveryEvent(DROPPED, m)
+        assert await next_event(it) == DiscoveryEvent(DROPPED, m, withdrawn=True)
 
 
 async def test_malformed_files_are_skipped(
@@ -314,7 +315,7 @@ async def test_killed_publisher_is_dropped(disco: LocalDiscovery, spawn: Spawn) 
         killed_at = time.perf_counter()
         event = await next_event(it, timeout=5)
         elapsed = time.perf_counter() - killed_at
-    assert (event.type, event.metadata.uid) == (DROPPED, uid)
+    assert (event.type, event.metadata.uid, event.withdrawn) == (DROPPED, uid, False)
     assert elapsed < 2.0, f"dropped after {elapsed:.3f}s"
     assert listing(disco.directory) == []  # the stale file was removed
 

@@ -98,7 +98,7 @@ class _Follower:
         if known.misses < self._misses:
             return
         if not await known.dial.serving(timeout=min(self._refresh, 3.0)):
-            await self._drop(known)
+            await self._drop(known, withdrawn=False)
 
     async def _describe(self, address: str, group: asyncio.TaskGroup) -> None:
         dial = Dial(address, self._credentials)
@@ -120,7 +120,7 @@ class _Follower:
     async def _watch(self, known: _Known) -> None:
         broken = await known.dial.watch()
         known.watch = None
-        await self._drop(known)
+        await self._drop(known, withdrawn=not broken)  # left SERVING: a drain
         if broken and self._rewake is None:
             # maybe a new worker behind this address (a restarted container):
             # look soon, but not into the stopping server's last milliseconds
@@ -130,14 +130,16 @@ class _Follower:
         self._rewake = None
         self._wake.set()
 
-    async def _drop(self, known: _Known) -> None:
+    async def _drop(self, known: _Known, *, withdrawn: bool) -> None:
         address = known.metadata.address
         if self._known.get(address) is not known:
             return
         del self._known[address]
         if known.watch is not None:
             known.watch.cancel()
-        self.events.put_nowait(DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known.metadata))
+        self.events.put_nowait(
+            DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known.metadata, withdrawn)
+        )
         await known.dial.aclose()
 
 

@@ -89,6 +89,8 @@ class Scanner:
         self.directory = directory
         self.entries: dict[str, Entry] = {}
         self.own_pidns = _pid_namespace()
+        # the publishers of the live entries whose files the last scan found gone
+        self._vanished: dict[str, _Owner] = {}
 
     def scan(
         self, check_liveness: bool, names: set[str] | None = None, exited: set[int] | None = None
@@ -98,6 +100,7 @@ class Scanner:
         Files are read only when new or changed; their publishers are checked then, those
         of every file when ``check_liveness``, and those in ``exited`` are known dead.
         """
+        self._vanished.clear()
         fresh = self._look(names) if names is not None else self._look_all()
         if check_liveness:
             fresh = set(self.entries)
@@ -112,6 +115,22 @@ class Scanner:
                     current[uid] = (entry.signature[2], entry.metadata)
         return {uid: meta for uid, (_, meta) in current.items()}
 
+    def withdrew(self, uid: str) -> bool:
+        """Whether worker ``uid``, gone in the last scan, withdrew itself: its
+        file was removed while its publisher lives (a stop), rather than found
+        stale (a death).
+
+        A publisher that removed its file and exited at once counts as not
+        withdrawn: a file reaped by another subscriber looks the same.
+        """
+        owner = self._vanished.get(uid)
+        return owner is not None and _alive(owner, self.own_pidns)
+
+    def _forget(self, name: str) -> None:
+        entry = self.entries.pop(name, None)
+        if entry is not None and entry.alive and entry.metadata and entry.owner:
+            self._vanished[entry.metadata.uid] = entry.owner
+
     def owners(self) -> set[_Owner]:
         """The publishers of the live files."""
         return {e.owner for e in self.entries.values() if e.alive and e.owner is not None}
@@ -120,7 +139,8 @@ class Scanner:
         try:
             it = os.scandir(self.directory)
         except FileNotFoundError:
-            self.entries.clear()
+            for name in list(self.entries):
+                self._forget(name)
             return set()
         with it:
             names = {i.name for i in it if not i.name.startswith(".") and i.name.endswith(SUFFIX)}
@@ -135,10 +155,10 @@ class Scanner:
             try:
                 st = os.stat(path, follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
-                self.entries.pop(name, None)
+                self._forget(name)
                 continue
             if not stat.S_ISREG(st.st_mode):
-                self.entries.pop(name, None)
+                self._forget(name)
                 continue
             entry = self.entries.get(name)
             if entry is None or entry.signature != _signature(st):

@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Self
 
 from ... import _checks
@@ -177,7 +177,7 @@ class LocalSubscriber:
             async for changes, check in self._changes(scanner, watch):
                 names = None if changes.rescan else changes.names
                 current = scanner.scan(check, names, changes.exited)
-                for event in _diff(known, current):
+                for event in _diff(known, current, scanner.withdrew):
                     yield event
                 known = current
         finally:
@@ -229,10 +229,12 @@ def _follow_owners(watch: Watch, scanner: Scanner) -> bool:
 
 
 def _diff(
-    known: dict[str, WorkerMetadata], current: dict[str, WorkerMetadata]
+    known: dict[str, WorkerMetadata],
+    current: dict[str, WorkerMetadata],
+    withdrew: Callable[[str], bool] = lambda uid: False,
 ) -> list[DiscoveryEvent]:
     events = [
-        DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid])
+        DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known[uid], withdrew(uid))
         for uid in sorted(known.keys() - current.keys())
     ]
     for uid, meta in sorted(current.items()):

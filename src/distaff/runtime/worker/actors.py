@@ -284,10 +284,14 @@ async def call_method(
     actor_id: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run a coroutine method of actor ``actor_id`` in a turn of the call's chain."""
-    actor = registry().get(actor_id)
+    actor = _registry.get(actor_id)
     bound = actor.method(method)
-    chain = _chain()
     turns = actor.turns
+    if turns.limit is None:  # no turns to take: only a closed actor refuses
+        if turns.dead is not None:
+            raise _copy(turns.dead)
+        return await bound(*args, **kwargs)
+    chain = actor_chain_var.get() or _chain()
     slot = turns.try_enter(chain)
     if slot is None:
         slot = await turns.enter(chain)
