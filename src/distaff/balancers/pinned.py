@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..serialization.metadata import WorkerMetadata
+from ._choosing import OfferLoop
 from .base import LoadBalancerContextView, WorkerConnectionLike
 
 Candidate = tuple[WorkerMetadata, WorkerConnectionLike]
 
 
-class PinnedLoadBalancer:
+class PinnedLoadBalancer(OfferLoop):
     """Offers the worker ``uid`` and nobody else.
 
     If that worker is not in the context, or its one attempt fails, the
@@ -44,17 +44,11 @@ class PinnedLoadBalancer:
                 self._found = (version, weakref.ref(context), candidate)
         return candidate
 
-    async def delegate(
-        self, *, context: LoadBalancerContextView
-    ) -> AsyncGenerator[tuple[WorkerMetadata, WorkerConnectionLike], WorkerMetadata | None]:
-        """Yield the pinned worker once, if it is in ``context``; never another."""
-        candidate = self._find(context)
-        if candidate is None:
-            return
-        try:
-            yield candidate
-        except Exception:  # it failed: nobody else may take the call
-            return
+    def choose(self, context: LoadBalancerContextView, tried: set[str]) -> Candidate | None:
+        """The pinned worker if it is in ``context`` and untried; nobody else, ever."""
+        if self.uid in tried:  # its one attempt failed: the call goes nowhere else
+            return None
+        return self._find(context)
 
     def __repr__(self) -> str:
         return f"PinnedLoadBalancer({self.uid!r})"
