@@ -74,7 +74,7 @@ class WorkerConfig:
         proxy_idle: seconds after which a shipped proxy that dispatched
             nothing (and has nothing in flight) is stopped, closing its
             connections (whose keepalive pings cost CPU at both ends); it
-            restarts on its next use (``DISTAFF_PROXY_IDLE``, default 10).
+            restarts on its next use (``DISTAFF_PROXY_IDLE``, default 5).
         uid: the worker's unique id.
         advertise: the host published (and described) instead of ``host``,
             e.g. the pod IP when binding a wildcard.
@@ -99,7 +99,7 @@ class WorkerConfig:
     insecure: bool = False
     grace: float = 5.0
     proxy_idle: float = dataclasses.field(
-        default_factory=lambda: float(os.environ.get("DISTAFF_PROXY_IDLE", "10"))
+        default_factory=lambda: float(os.environ.get("DISTAFF_PROXY_IDLE", "5"))
     )
     uid: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     advertise: str | None = None
