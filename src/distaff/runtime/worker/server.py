@@ -357,6 +357,7 @@ class Worker:
                 stopped = await proxies.stop_idle(idle)
             except Exception:  # a proxy that fails to stop must not stop the reaper
                 log.exception("stopping an idle proxy failed")
+                await asyncio.sleep(idle)  # not again at once
                 continue
             if stopped:
                 await _collect_released_calls()
