@@ -4,15 +4,18 @@
 fresh caller process (``python -m bench.scaling --one N``):
 
 - start: from entering ``WorkerPool(spawn=N)`` to the block's body (every
-  worker serves and is admitted); stop: leaving the block until it returns;
-  whether anything was printed on stderr (the caller's, its workers').
+  worker serves and is admitted).
+- idle: after 2N direct no-op calls, nothing for ``--idle`` seconds: the CPU
+  time of the caller and of each worker over that window (schedstat, ns), as
+  a percentage of one core; then each idle worker's RSS, PSS and USS.
 - nested fan-out: one call per worker, each making ``4 * N`` nested no-op
   calls from inside the worker (so every worker's shipped proxy connects),
-  then the sockets each worker holds (``socket:`` links in /proc/<pid>/fd),
-  and the VmRSS of caller and workers.
-- idle: after the fan-out, nothing for ``--idle`` seconds; the CPU time of
-  the caller and of each worker over that window (utime + stime from
-  /proc/<pid>/stat, 10 ms ticks), as a percentage of one core.
+  then the sockets and established TCP connections each worker holds, and
+  the memory of caller and workers; then idle CPU again over ``--after``
+  seconds (the minute after nested calls, while shipped proxies let go).
+- stop: another nested fan-out, and at once leaving the block (every shipped
+  proxy still connected: the costly case) until it returns; whether anything
+  was printed on stderr (the caller's, its workers').
 
 Results: ``bench/results/scaling.json`` and ``scaling.md``.
 """
@@ -50,13 +53,44 @@ def sockets(pid: int) -> int:
     return count
 
 
-def _pss_mib(pid: int) -> float:
-    """Proportional set size: pages shared with the template count shared."""
+def connections(pid: int) -> int:
+    """How many established TCP connections ``pid`` holds."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                count += fields[3] == "01" and fields[9] in inodes  # 01: ESTABLISHED
+    return count
+
+
+def _smaps_mib(pid: int) -> dict[str, float]:
+    """Pss (pages shared with the template count for their share) and USS (private pages)."""
+    sizes = {"Pss": float("nan"), "Private_Clean": 0.0, "Private_Dirty": 0.0}
     with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / MIB
-    return float("nan")
+            key = line.split(":")[0]
+            if key in sizes:
+                sizes[key] = int(line.split()[1]) / MIB
+    return {"pss": sizes["Pss"], "uss": sizes["Private_Clean"] + sizes["Private_Dirty"]}
+
+
+def _memory(pids: list[int], prefix: str) -> dict[str, float]:
+    rss = sorted((rss_kib(pid) or 0) / MIB for pid in pids)
+    smaps = [_smaps_mib(pid) for pid in pids]
+    return {
+        f"{prefix}rss_mib_p50": percentile(rss, 50),
+        f"{prefix}rss_mib_max": rss[-1],
+        f"{prefix}pss_mib_p50": percentile(sorted(m["pss"] for m in smaps), 50),
+        f"{prefix}uss_mib_p50": percentile(sorted(m["uss"] for m in smaps), 50),
+    }
 
 
 def _own_cpu() -> float:
@@ -91,8 +125,8 @@ def _exact_cpu(pid: int) -> float:
     return total / 1e9
 
 
-async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]:
-    """One pool of ``spawn`` workers: start, fan-out, idle, stop."""
+async def measure(spawn: int, idle: float, after: float, subset: int | None) -> dict[str, Any]:
+    """One pool of ``spawn`` workers: start, idle, fan-out, idle, fan-out and stop."""
     import distaff
 
     from . import scaling_routines
@@ -111,23 +145,25 @@ async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]
         result["start_cpu_s"] = _own_cpu() - cpu0 + sum(_exact_cpu(pid) for pid in family)
         await asyncio.gather(*(scaling_routines.noop() for _ in range(2 * spawn)))
         result |= await _idle(pids, idle, "")
-        done = await asyncio.gather(*(scaling_routines.fan(4 * spawn) for _ in range(spawn)))
-        if sum(done) != 4 * spawn * spawn:
-            raise AssertionError(f"fan-out made {sum(done)} nested calls")
+        result |= _memory(pids, "idle_worker_")
+        await _fan_out(spawn)
         await asyncio.sleep(1.0)  # let connection setup settle
         per_worker = sorted(sockets(pid) for pid in pids)
-        rss = sorted((rss_kib(pid) or 0) / MIB for pid in pids)
-        pss = sorted(_pss_mib(pid) for pid in pids)
+        connected = sorted(connections(pid) for pid in pids)
         result |= {
             "worker_sockets_p50": percentile(per_worker, 50),
             "worker_sockets_max": float(per_worker[-1]),
+            "worker_connections_p50": percentile(connected, 50),
+            "worker_connections_max": float(connected[-1]),
             "caller_sockets": float(sockets(os.getpid())),
-            "worker_rss_mib_p50": percentile(rss, 50),
-            "worker_rss_mib_max": rss[-1],
-            "worker_pss_mib_p50": percentile(pss, 50),
+            "caller_connections": float(connections(os.getpid())),
             "caller_rss_mib": (rss_kib(os.getpid()) or 0) / MIB,
         }
-        result |= await _idle(pids, idle, "nested_")
+        result |= _memory(pids, "worker_")
+        result |= await _idle(pids, after, "nested_")
+        connected = sorted(connections(pid) for pid in pids)
+        result["worker_connections_after_p50"] = percentile(connected, 50)
+        await _fan_out(spawn)
     finally:
         written = os.lseek(2, 0, os.SEEK_END)
         family = _family(pool.pids)
@@ -141,6 +177,15 @@ async def measure(spawn: int, idle: float, subset: int | None) -> dict[str, Any]
         result["stop_cpu_caller_s"] = time.process_time() - own0
         result["teardown_stderr"] = os.pread(2, 1 << 16, written).decode(errors="replace")
     return result
+
+
+async def _fan_out(spawn: int) -> None:
+    """Each worker makes ``4 * spawn`` nested no-op calls, so every shipped proxy connects."""
+    from . import scaling_routines
+
+    done = await asyncio.gather(*(scaling_routines.fan(4 * spawn) for _ in range(spawn)))
+    if sum(done) != 4 * spawn * spawn:
+        raise AssertionError(f"fan-out made {sum(done)} nested calls")
 
 
 async def _idle(pids: list[int], idle: float, prefix: str) -> dict[str, float]:
@@ -165,13 +210,13 @@ def _subset_arg(subset: int | None) -> dict[str, Any]:
     return {"subset": subset or None}
 
 
-def one(spawn: int, idle: float, subset: int | None) -> None:
+def one(spawn: int, idle: float, after: float, subset: int | None) -> None:
     """Run one size in this process (its workers share its stderr, a file); print JSON."""
     with tempfile.TemporaryFile() as err:
         saved = os.dup(2)
         os.dup2(err.fileno(), 2)
         try:
-            record = asyncio.run(measure(spawn, idle, subset))
+            record = asyncio.run(measure(spawn, idle, after, subset))
         finally:
             os.dup2(saved, 2)
             err.seek(0)
@@ -179,21 +224,22 @@ def one(spawn: int, idle: float, subset: int | None) -> None:
     print(json.dumps(record))
 
 
-def _run_one(spawn: int, idle: float, subset: int | None) -> dict[str, Any]:
+def _run_one(spawn: int, idle: float, after: float, subset: int | None) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(BENCH_DIR.parent), env.get("PYTHONPATH", "")) if p
     )
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "bench.scaling", "--one", str(spawn), "--idle", str(idle)),
+            *(sys.executable, "-m", "bench.scaling", "--one", str(spawn)),
+            *("--idle", str(idle), "--after", str(after)),
             *(() if subset is None else ("--subset", str(subset))),
         ],
         cwd=BENCH_DIR.parent,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120 + idle,
+        timeout=180 + idle + after,
         start_new_session=True,
     )
     if proc.returncode != 0:
@@ -215,14 +261,14 @@ def table(runs: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     out.write(
         "| spawn | subset | start s (CPU s) | stop s (CPU s) | stderr at stop"
-        " | idle % core: caller, worker p50/max | the same after nested calls"
-        " | sockets per worker p50/max"
-        " | worker RSS / PSS MiB p50 | caller RSS MiB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        " | idle % core: caller, worker p50/max | the same, the minute after nested calls"
+        " | connections per worker p50/max (sockets) | the same at the minute's end"
+        " | idle worker RSS / PSS / USS MiB | the same after nested calls | caller RSS MiB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in runs:
         if not r["ok"]:
-            out.write(f"| {r['spawn']} | {r.get('subset')} | failed | | | | | | | |\n")
+            out.write(f"| {r['spawn']} | {r.get('subset')} | failed |" + " |" * 9 + "\n")
             continue
         out.write(
             f"| {r['spawn']} | {r['subset'] or 'all'} |"
@@ -230,11 +276,18 @@ def table(runs: list[dict[str, Any]]) -> str:
             f" {r['stop_s']:.2f} ({r['stop_cpu_s']:.2f}) |"
             f" {'yes' if r['teardown_stderr'].strip() else 'none'} |"
             f" {_idle_cell(r, '')} | {_idle_cell(r, 'nested_')} |"
-            f" {r['worker_sockets_p50']:.0f} / {r['worker_sockets_max']:.0f} |"
-            f" {r['worker_rss_mib_p50']:.1f} / {r['worker_pss_mib_p50']:.1f} |"
+            f" {r['worker_connections_p50']:.0f} / {r['worker_connections_max']:.0f}"
+            f" ({r['worker_sockets_p50']:.0f}) |"
+            f" {r['worker_connections_after_p50']:.0f} |"
+            f" {_memory_cell(r, 'idle_worker_')} | {_memory_cell(r, 'worker_')} |"
             f" {r['caller_rss_mib']:.1f} |\n"
         )
     return out.getvalue()
+
+
+def _memory_cell(r: dict[str, Any], prefix: str) -> str:
+    rss, pss, uss = (r[f"{prefix}{k}_mib_p50"] for k in ("rss", "pss", "uss"))
+    return f"{rss:.1f} / {pss:.1f} / {uss:.1f}"
 
 
 def main() -> None:
@@ -242,6 +295,9 @@ def main() -> None:
     parser.add_argument("--one", type=int, help="measure one size in this process")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
+    parser.add_argument(
+        "--after", type=float, default=60.0, help="seconds of idle measured after nested calls"
+    )
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument(
         "--subset", type=int, help="WorkerPool(subset=...) (0: every worker; default: its default)"
@@ -249,10 +305,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
     args = parser.parse_args()
     if args.one is not None:
-        one(args.one, args.idle, args.subset)
+        one(args.one, args.idle, args.after, args.subset)
         return
     runs = [
-        _run_one(int(size), args.idle, args.subset)
+        _run_one(int(size), args.idle, args.after, args.subset)
         for _ in range(args.reps)
         for size in args.sizes.split(",")
     ]

@@ -84,7 +84,9 @@ def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path)
 
 
 def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib.Path) -> None:
-    result = run_module("bench.scaling", "--sizes", "2", "--idle", "1", "--out", str(tmp_path))
+    result = run_module(
+        "bench.scaling", "--sizes", "2", "--idle", "1", "--after", "1", "--out", str(tmp_path)
+    )
 
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = json.loads((tmp_path / "scaling.json").read_text())["runs"]
@@ -92,6 +94,8 @@ def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib
     assert run["start_s"] > 0
     assert run["stop_s"] > 0
     assert run["worker_sockets_max"] >= 2  # the caller's connection and at least one peer's
+    assert run["worker_connections_max"] >= 2
+    assert run["idle_worker_rss_mib_p50"] > run["idle_worker_uss_mib_p50"] > 0
     assert run["caller_idle_cpu_pct"] >= 0
     assert run["nested_worker_idle_cpu_pct_max"] >= 0
     assert "| 2 |" in (tmp_path / "scaling.md").read_text()

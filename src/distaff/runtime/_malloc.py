@@ -10,6 +10,7 @@ back to the OS at once.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -47,3 +48,10 @@ def tune_this_process() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+
+
+def trim_heap() -> None:
+    """Give the free memory at the heap's top and in its holes back to the OS (glibc)."""
+    # the symbols already loaded (libc's among them): no library search, no subprocess
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)

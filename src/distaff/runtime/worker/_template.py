@@ -19,8 +19,6 @@ live on until their own lifelines close.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -29,6 +27,7 @@ import socket
 import sys
 import traceback
 
+from .._malloc import trim_heap
 from .template import MESSAGE, REQUEST
 
 
@@ -110,11 +109,6 @@ def _child(control: socket.socket, lifeline: int, ready: int) -> None:
         os._exit(code)
 
 
-def _trim_heap() -> None:
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-
-
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     sys.path[:] = json.loads(sys.stdin.buffer.readline())["sys_path"]
@@ -128,12 +122,18 @@ def main() -> None:
     # survivors are frozen so that no child's collector touches (copies) them
     gc.collect()
     gc.freeze()
-    _trim_heap()
+    trim_heap()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the workers and the caller
     _Template(control).serve()
+    # nothing left to clean up: skip tearing down every module imported above
+    # (tens of ms that the pool's exit would wait for)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

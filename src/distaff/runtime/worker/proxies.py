@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
+import time
 from typing import TYPE_CHECKING
 
 from ..._exceptions import SerializationError
@@ -23,6 +25,7 @@ class ProxyRegistry:
     def __init__(self, credentials: WorkerCredentials | None = None) -> None:
         self._proxies: dict[str, WorkerProxy] = {}
         self._credentials = credentials
+        self.used = asyncio.Event()  # set whenever a task brings a proxy along
 
     def restore(self, proxy_id: str, data: bytes) -> WorkerProxy:
         """Return the proxy for ``proxy_id``, unpickling ``data`` the first time."""
@@ -34,7 +37,15 @@ class ProxyRegistry:
             if proxy.secure:
                 proxy.credentials = self._credentials
             self._proxies[proxy_id] = proxy
+        self.used.set()
         return proxy
+
+    def due(self, idle: float) -> float | None:
+        """Seconds until the least recently used running proxy may be idle; None: none runs."""
+        running = [p.last_used for p in self._proxies.values() if p.started]
+        if not running:
+            return None
+        return min(running) + idle - time.monotonic()
 
     async def stop_idle(self, idle: float) -> int:
         """Stop started proxies unused for ``idle`` s with nothing in flight.
