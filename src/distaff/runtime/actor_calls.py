@@ -24,7 +24,7 @@ from .._exceptions import (
 from ..balancers.pinned import PinnedLoadBalancer
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
-from .routine import _bound, _new_task, _Options
+from .routine import _bound, _new_task, _Options, take_first
 from .streams import RemoteGenerator
 from .worker.actors import call_method, close_actor, stream_method
 
@@ -218,13 +218,9 @@ class _ActorStream:
 
 async def _first_step(handle: ActorHandle[Any], task: Task) -> tuple[Any, Any]:
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
-    stream = _ActorStream(handle, await dispatch(handle, task), task.proxy)
-    try:
-        async with _bound(deadline):
-            return stream, await stream.asend(None)
-    except BaseException:
-        await stream.aclose()
-        raise
+    return await take_first(
+        _ActorStream(handle, await dispatch(handle, task), task.proxy), deadline
+    )
 
 
 async def ask(proxy: WorkerProxy, uid: str, body: Callable[..., Any], args: Any) -> Any:

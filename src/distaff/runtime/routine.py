@@ -188,7 +188,11 @@ async def _first_step(task: Task) -> tuple[Any, Any]:
     Raises StopAsyncIteration (stream closed) if the generator yields nothing.
     """
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
-    stream: Any = await _dispatch(task)
+    return await take_first(await _dispatch(task), deadline)
+
+
+async def take_first(stream: Any, deadline: float | None) -> tuple[Any, Any]:
+    """``(stream, first item)`` of a generator call, by ``deadline``; closed on failure."""
     try:
         async with _bound(deadline):
             return stream, await stream.asend(None)

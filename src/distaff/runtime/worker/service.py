@@ -284,10 +284,13 @@ class WorkerService:
         lag = served.loop.time() - queued
         self.loop_lag += (lag - self.loop_lag) * 0.1
         unacked, served.unacked = served.unacked, []
+        acked = False
         for call_id, task in unacked:
             if not task.done():
                 served.session.ack(call_id)
-        served.pump.wake()
+                acked = True
+        if acked:
+            served.pump.wake()
 
     def _done(self, task: asyncio.Task[None], call_id: int, served: _Served) -> None:
         if not task.cancelled() and task.exception() is not None:  # a bug in _run
