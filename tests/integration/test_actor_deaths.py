@@ -14,7 +14,6 @@ import pathlib
 import pickle
 import signal
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,17 +21,11 @@ import pytest
 import distaff
 import distaff.runtime.actors as actors_module
 
+from ..waiting import wait_until
 from . import actor_classes as ac
 
 DRAINED = distaff.ActorDiedError.DRAINED
 LOST = distaff.ActorDiedError.WORKER_LOST
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def fresh(handle: distaff.ActorHandle[Any]) -> distaff.ActorHandle[Any]:

@@ -11,7 +11,7 @@ import sys
 import traceback
 import uuid
 from asyncio.subprocess import PIPE
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import distaff
 
+from ..waiting import wait_until
 from . import actor_classes as ac
 from .test_core import drive as routine_script
 
@@ -28,13 +29,6 @@ from .test_core import drive as routine_script
 async def pool() -> AsyncGenerator[distaff.WorkerPool, None]:
     async with distaff.WorkerPool(spawn=2) as pool:
         yield pool
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 # state, construction, handles

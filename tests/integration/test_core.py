@@ -15,6 +15,7 @@ import pytest
 import distaff
 from tests.conftest import worker_children
 
+from ..waiting import wait_until
 from . import routines as r
 
 
@@ -22,13 +23,6 @@ from . import routines as r
 async def pool() -> AsyncGenerator[distaff.WorkerPool, None]:
     async with distaff.WorkerPool(spawn=2) as pool:
         yield pool
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_call_returns_value_computed_in_a_worker_process(pool: distaff.WorkerPool) -> None:

@@ -6,12 +6,13 @@ import asyncio
 import pathlib
 import sys
 import traceback
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 
 import pytest
 
 import distaff
 
+from ..waiting import wait_until
 from . import fanout_routines as f
 
 
@@ -19,12 +20,6 @@ from . import fanout_routines as f
 async def pool() -> AsyncGenerator[distaff.WorkerPool, None]:
     async with distaff.WorkerPool(spawn=2) as pool:
         yield pool
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def other_tasks() -> set[str]:

@@ -8,12 +8,12 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 
 import pytest
 
 import distaff
 
+from ..waiting import wait_until
 from . import routines as r
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -36,13 +36,6 @@ def established(pid: int) -> int:
                 fields = line.split()
                 count += fields[3] == "01" and fields[9] in inodes  # 01: ESTABLISHED
     return count
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_an_idle_shipped_proxy_closes_its_connections_with_no_further_call(
