@@ -6,6 +6,7 @@ import json
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,17 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+def one_clean_run(tmp_path: pathlib.Path, workload: str) -> dict[str, Any]:
+    """Run ``workload`` quickly; its one run, checked ok and leaving no process."""
+    result = run_module("bench", *QUICK, "--only", workload, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    (run,) = report["runs"]
+    assert run["ok"], run
+    assert not run.get("leftover_processes")
+    return dict(run)
+
+
 def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Path) -> None:
     result = run_module("bench", *QUICK, "--only", "W1,W2,W3,W4,W5", "--out", str(tmp_path))
 
@@ -43,13 +55,7 @@ def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Pa
 
 
 def test_quick_w7_compares_distaff_map_with_the_process_pool(tmp_path: pathlib.Path) -> None:
-    result = run_module("bench", *QUICK, "--only", "W7", "--out", str(tmp_path))
-
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads((tmp_path / "latest.json").read_text())
-    (run,) = report["runs"]
-    assert run["ok"], run
-    assert not run.get("leftover_processes")
+    run = one_clean_run(tmp_path, "W7")
     metrics = run["metrics"]
     assert metrics["items_per_s"] > 0
     assert metrics["ppe_items_per_s"] > 0
@@ -102,13 +108,7 @@ def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib
 
 
 def test_quick_wa_measures_actor_calls_next_to_routine_calls(tmp_path: pathlib.Path) -> None:
-    result = run_module("bench", *QUICK, "--only", "WA", "--out", str(tmp_path))
-
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads((tmp_path / "latest.json").read_text())
-    (run,) = report["runs"]
-    assert run["ok"], run
-    assert not run.get("leftover_processes")
+    run = one_clean_run(tmp_path, "WA")
     metrics = run["metrics"]
     for kind in ("routine", "actor"):
         assert metrics[f"{kind}_lat_p50_us"] > 0
