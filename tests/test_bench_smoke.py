@@ -27,7 +27,6 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow
 def one_clean_run(tmp_path: pathlib.Path, workload: str) -> dict[str, Any]:
     """Run ``workload`` quickly; its one run, checked ok and leaving no process."""
     result = run_module("bench", *QUICK, "--only", workload, "--out", str(tmp_path))
@@ -39,6 +38,7 @@ def one_clean_run(tmp_path: pathlib.Path, workload: str) -> dict[str, Any]:
     return dict(run)
 
 
+@pytest.mark.slow
 def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Path) -> None:
     result = run_module("bench", *QUICK, "--only", "W1,W2,W3,W4,W5", "--out", str(tmp_path))
 
