@@ -13,7 +13,6 @@ server's stop finds no stream still open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import grpc
@@ -31,9 +30,6 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         self.serving = False
         self.drained = False
         self._changed = asyncio.Event()
-        self.watching = 0  # Watch streams not yet told of a drain
-        self.told = asyncio.Event()  # none is: set while ``watching`` is 0
-        self.told.set()
 
     def status(self, service: str) -> Any:
         if service not in SERVICES:
@@ -53,16 +49,6 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         return _Response(status=status)
 
     async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> None:
-        self.watching += 1
-        self.told.clear()
-        try:
-            await self._watch(request, context)
-        finally:
-            self.watching -= 1
-            if not self.watching:
-                self.told.set()
-
-    async def _watch(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         last = None
         while True:
             changed = self._changed
@@ -93,16 +79,6 @@ class WorkerHealth:
     def set_serving(self, serving: bool) -> None:
         """Report SERVING or NOT_SERVING for the worker (NOT_SERVING after SERVING is final)."""
         self._servicer.set(serving)
-
-    async def watchers_told(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until every Watch stream has sent its last status.
-
-        A drain is told on the health stream before the server stops, so a
-        watcher reads NOT_SERVING (a drain) rather than a broken stream (a death).
-        """
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._servicer.told.wait()
 
     async def open_probe_server(self, host: str, port: int) -> grpc.aio.Server:
         """Start a plaintext server on ``host:port`` that serves health and nothing else.

@@ -229,7 +229,6 @@ class Worker:
             )
             self._service.refuse_new_calls()
             self._health.set_serving(False)
-            await self._health.watchers_told(0.5)
             # shipped proxies with nothing in flight stop following the pool now,
             # rather than each watching every other worker of a stopping pool go
             await self._proxies.stop_idle(0.0)
