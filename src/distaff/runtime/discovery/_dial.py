@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -80,14 +81,21 @@ class Dial:
             return False
         return bool(reply.status == _SERVING)
 
-    async def watch(self) -> bool:
+    async def watch(self, serving: asyncio.Future[None] | None = None) -> bool:
         """Return when the worker stops serving: False for NOT_SERVING (a drain),
-        True when the stream broke or ended (the worker died or was replaced)."""
+        True when the stream broke or ended (the worker died or was replaced).
+
+        ``serving``, if given, is resolved at the first SERVING status: from
+        then on the worker holds the stream open, so a drain reaches it as
+        NOT_SERVING rather than as a refused stream.
+        """
         call = self._health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
         try:
             async for reply in call:
                 if reply.status != _SERVING:
                     return False
+                if serving is not None and not serving.done():
+                    serving.set_result(None)
         except grpc.aio.AioRpcError:
             return True
         finally:

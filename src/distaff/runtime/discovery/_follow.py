@@ -2,7 +2,8 @@
 
 The subscription resolves the addresses every ``refresh`` seconds (with
 jitter), describes each new address once (``Describe``: uid, versions,
-draining) and watches each admitted worker's health stream:
+draining), admits it once its health stream has said SERVING, and watches
+that stream:
 
 * a worker whose health leaves SERVING (a drain), or whose stream breaks
   (it died), is dropped at once; after a break the addresses are resolved
@@ -38,6 +39,10 @@ Resolve = Callable[[], Awaitable[list[str] | None]]
 
 _MIN_INTERVAL = 0.2  # seconds between two resolutions, however often woken
 _REWAKE = 0.5  # seconds from a broken health stream to the next resolution
+
+
+def _describe_timeout(refresh: float) -> float:
+    return min(max(refresh, 1.0), 5.0)
 
 
 @dataclasses.dataclass
@@ -103,7 +108,7 @@ class _Follower:
     async def _describe(self, address: str, group: asyncio.TaskGroup) -> None:
         dial = Dial(address, self._credentials)
         try:
-            metadata = await dial.describe(timeout=min(max(self._refresh, 1.0), 5.0))
+            metadata = await dial.describe(timeout=_describe_timeout(self._refresh))
         except (grpc.aio.AioRpcError, Draining) as exc:
             logger.debug("not admitting %s: %r", address, exc)
             await dial.aclose()
@@ -113,14 +118,36 @@ class _Follower:
         ):
             await dial.aclose()
             return
+        # admitted once its health stream has said SERVING: a drain from then on
+        # arrives there as NOT_SERVING (withdrawn), never as a stream the
+        # stopping server refused (which reads as a death)
         known = self._known[address] = _Known(metadata, dial)
-        known.watch = group.create_task(self._watch(known))
+        serving: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        known.watch = group.create_task(self._watch(known, serving))
+        try:
+            async with asyncio.timeout(_describe_timeout(self._refresh)):
+                await asyncio.wait([serving, known.watch], return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            pass
+        if not serving.done():
+            logger.debug("not admitting %s: its health stream never said SERVING", address)
+            await self._forget(known)
+            return
         self.events.put_nowait(DiscoveryEvent(DiscoveryEventType.WORKER_ADDED, metadata))
 
-    async def _watch(self, known: _Known) -> None:
-        broken = await known.dial.watch()
+    async def _watch(self, known: _Known, serving: asyncio.Future[None]) -> None:
+        broken = await known.dial.watch(serving)
         known.watch = None
+        if not serving.done():
+            return  # never admitted: _describe forgets it
         await self._drop(known, withdrawn=not broken)  # left SERVING: a drain
+
+    async def _forget(self, known: _Known) -> None:
+        if self._known.get(known.metadata.address) is known:
+            del self._known[known.metadata.address]
+        if known.watch is not None:
+            known.watch.cancel()
+        await known.dial.aclose()
         if broken and self._rewake is None:
             # maybe a new worker behind this address (a restarted container):
             # look soon, but not into the stopping server's last milliseconds
