@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio
 
 import distaff
 from distaff.runtime.discovery.dns import DnsDiscovery
 from distaff.runtime.discovery.lan import LanDiscovery
 from distaff.runtime.discovery.local import LocalDiscovery
 from distaff.runtime.discovery.static import StaticDiscovery
+from distaff.serialization.rpc import SERVICE, DescribeReply, DescribeRequest, add_worker_service
+from distaff.serialization.wire import PROTOCOL_VERSION
 
+from ...waiting import wait_until
 from .following import ADDED, DROPPED, Recorder, free_port, workers
 
 
@@ -72,3 +80,39 @@ def test_discovery_from_uri_builds_each_scheme() -> None:
 def test_bad_uris_are_refused_naming_the_problem(uri: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         distaff.discovery_from_uri(uri)
+
+
+async def test_a_worker_is_admitted_only_once_its_health_stream_says_serving() -> None:
+    # A fake worker, in process: a real worker is NOT_SERVING while answering
+    # Describe as not draining for a few milliseconds only (a drain beginning
+    # just then), too short to test; this one holds that state on demand.
+    described = 0
+
+    async def describe(request: DescribeRequest, context: Any) -> DescribeReply:
+        nonlocal described
+        described += 1
+        return DescribeReply(uid="fake-worker", protocol=PROTOCOL_VERSION, draining=False)
+
+    async def unused(request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
+
+    health = aio.HealthServicer()
+    await health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    server = grpc.aio.server()
+    add_worker_service(server, unused, unused, describe)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with Recorder(StaticDiscovery([f"127.0.0.1:{port}"], refresh=0.2)) as seen:
+            # described again on later refreshes: it was not admitted
+            await wait_until(lambda: described >= 3)
+            assert seen.events == []
+
+            await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            await seen.wait(ADDED, "fake-worker")
+            await health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await seen.wait(DROPPED, "fake-worker")
+        assert [(e.type, e.withdrawn) for e in seen.events] == [(ADDED, False), (DROPPED, True)]
+    finally:
+        await server.stop(0)

@@ -141,6 +141,10 @@ class _Follower:
         if not serving.done():
             return  # never admitted: _describe forgets it
         await self._drop(known, withdrawn=not broken)  # left SERVING: a drain
+        if broken and self._rewake is None:
+            # maybe a new worker behind this address (a restarted container):
+            # look soon, but not into the stopping server's last milliseconds
+            self._rewake = asyncio.get_running_loop().call_later(_REWAKE, self._rewake_now)
 
     async def _forget(self, known: _Known) -> None:
         if self._known.get(known.metadata.address) is known:
@@ -148,10 +152,6 @@ class _Follower:
         if known.watch is not None:
             known.watch.cancel()
         await known.dial.aclose()
-        if broken and self._rewake is None:
-            # maybe a new worker behind this address (a restarted container):
-            # look soon, but not into the stopping server's last milliseconds
-            self._rewake = asyncio.get_running_loop().call_later(_REWAKE, self._rewake_now)
 
     def _rewake_now(self) -> None:
         self._rewake = None
