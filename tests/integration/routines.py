@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pathlib
+import sys
+import threading
+import warnings
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -37,6 +41,20 @@ async def nested_info() -> tuple[str, tuple[str, str | None, int], int]:
     task = distaff.current_task()
     assert task is not None
     return task.id, await task_info(), os.getpid()
+
+
+@distaff.routine
+async def warn_from_a_thread(message: str) -> None:
+    """From a thread of the worker's own (outside any call): log, warn and print."""
+
+    def speak() -> None:
+        logging.getLogger("thirdparty").warning("%s", message)
+        warnings.warn(message, RuntimeWarning, stacklevel=1)
+        print(message, file=sys.stderr)
+
+    thread = threading.Thread(target=speak)
+    thread.start()
+    await asyncio.to_thread(thread.join)
 
 
 @distaff.routine

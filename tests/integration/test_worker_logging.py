@@ -18,6 +18,14 @@ from .durable import durable_workers, start_worker
 from .test_metrics import scrape
 
 
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 async def test_json_lines_name_the_worker_and_never_one_per_call() -> None:
     ns = f"logs-{uuid.uuid4().hex[:8]}"
     async with durable_workers() as workers:
@@ -34,10 +42,14 @@ async def test_json_lines_name_the_worker_and_never_one_per_call() -> None:
                 await r.echo(n)
             for _ in range(4):  # nested calls: the worker's own proxy admits its peers
                 await r.nested_info()
+            for _ in range(2):  # on each worker, round robin
+                await r.warn_from_a_thread("a library speaks")
         assert await logged.terminate() == 0
         assert logged.process.stderr is not None
         lines = (await logged.process.stderr.read()).decode().splitlines()
 
+    not_json = [line for line in lines if not _is_json(line)]
+    assert not_json == [], "\n".join(lines)
     entries = [json.loads(line) for line in lines]
     assert {e["worker"] for e in entries} == {uid}
     messages = [e["message"] for e in entries]
@@ -46,7 +58,9 @@ async def test_json_lines_name_the_worker_and_never_one_per_call() -> None:
     assert any(m.startswith("stopping: leaving discovery") for m in messages)
     assert any(m.startswith("draining: refusing new calls") for m in messages)
     assert messages[-1] == "stopped"
-    assert len(entries) < 12  # 44 calls ran: no line per call
+    assert len(entries) < 16  # 46 calls ran: no line per call
+    spoken = [(e["logger"], e["level"]) for e in entries if "a library speaks" in e["message"]]
+    assert spoken == [("thirdparty", "WARNING"), ("py.warnings", "WARNING"), ("stderr", "WARNING")]
     assert all({"time", "level", "logger"} <= set(e) for e in entries)
 
 
