@@ -44,8 +44,12 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     # each side bounds what it sends; a lower limit on the receiving side would
     # otherwise break the stream that every call shares
     ("grpc.max_receive_message_length", -1),
-    ("grpc.keepalive_time_ms", 5_000),
-    ("grpc.keepalive_timeout_ms", 3_000),
+    # The worker pings its callers only to learn that one vanished silently
+    # (its calls then end within ~25 s); a caller pings every 4 s, as it must
+    # notice a frozen worker fast. Pinging every 5 s here too cost an idle
+    # caller as much again as its own pings (one per connection per ping).
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
     ("grpc.http2.max_pings_without_data", 0),
