@@ -5,9 +5,11 @@ fresh caller process (``python -m bench.scaling --one N``):
 
 - start: from entering ``WorkerPool(spawn=N)`` to the block's body (every
   worker serves and is admitted).
-- idle: after 2N direct no-op calls, nothing for ``--idle`` seconds: the CPU
-  time of the caller and of each worker over that window (schedstat, ns), as
-  a percentage of one core; then each idle worker's RSS, PSS and USS.
+- idle: after 2N direct no-op calls and 2 s to settle, nothing for
+  ``--idle`` seconds: the CPU time of the caller and of each worker over that
+  window (schedstat, ns; the caller's counters read so that reading the
+  workers' is not billed to it), as a percentage of one core; then each idle
+  worker's RSS, PSS and USS.
 - nested fan-out: one call per worker, each making ``4 * N`` nested no-op
   calls from inside the worker (so every worker's shipped proxy connects),
   then the sockets and established TCP connections each worker holds, and
@@ -91,6 +93,9 @@ def _memory(pids: list[int], prefix: str) -> dict[str, float]:
         f"{prefix}pss_mib_p50": percentile(sorted(m["pss"] for m in smaps), 50),
         f"{prefix}uss_mib_p50": percentile(sorted(m["uss"] for m in smaps), 50),
     }
+
+
+_SETTLE = 2.0  # seconds between the last call and an idle window
 
 
 def _own_cpu() -> float:
@@ -191,9 +196,15 @@ async def _fan_out(spawn: int) -> None:
 async def _idle(pids: list[int], idle: float, prefix: str) -> dict[str, float]:
     """CPU of the caller and each worker over ``idle`` seconds of doing nothing, in % of a core."""
     me = os.getpid()
-    before, t0 = _exact([me, *pids]), time.perf_counter()
+    await asyncio.sleep(_SETTLE)  # the last calls' replies, collections, timers
+    # the caller's own CPU is read last before and first after the window, so
+    # reading every worker thread's counters is not billed to the caller
+    before = _exact(pids)
+    before[me], t0 = _exact_cpu(me), time.perf_counter()
     await asyncio.sleep(idle)
-    after, elapsed = _exact([me, *pids]), time.perf_counter() - t0
+    mine, elapsed = _exact_cpu(me), time.perf_counter() - t0
+    after = _exact(pids)
+    after[me] = mine
     share = {pid: 100.0 * (after[pid] - before[pid]) / elapsed for pid in before}
     workers = sorted(share[pid] for pid in pids)
     return {
