@@ -152,3 +152,53 @@ async def test_a_draining_worker_refuses_new_calls_as_retry_safe() -> None:
             await connection.dispatch(task(waits_for_gate, "f"))
         assert "f:started" not in EVENTS
         await connection.aclose()
+
+
+async def test_closing_an_idle_connection_lets_the_worker_end_the_session_with_ok() -> None:
+    async with memory_worker() as worker:
+        connection = worker.connect()
+        GATE.set()
+        call = await connection.dispatch(task(waits_for_gate, "e"))
+        assert await anext(call) == "e"
+        await settled(worker, connection)
+
+        await connection.aclose()
+
+        [session] = worker.sessions
+        assert session.done()
+        assert not session.cancelled()  # half-closed, then ended by the worker
+        assert session.exception() is None
+
+
+class _FrozenWorkerEnd:
+    """A stream whose worker never answers again (a frozen process): a fault
+    the in-memory worker cannot show, so it is faked here."""
+
+    def __init__(self) -> None:
+        self.half_closed = False
+        self.cancelled = asyncio.Event()
+
+    async def read(self) -> None:
+        await self.cancelled.wait()
+        raise distaff.RpcError("CANCELLED", "closed")
+
+    async def write(self, envelope: object) -> None:
+        pass
+
+    async def done_writing(self) -> None:
+        self.half_closed = True
+
+    def close(self) -> None:
+        self.cancelled.set()
+
+
+async def test_closing_an_idle_connection_to_a_frozen_worker_cancels_after_a_moment() -> None:
+    end = _FrozenWorkerEnd()
+    connection = WorkerConnection("frozen:0", transport=lambda: end)
+    connection._live_driver()  # the session opens, as at a first call
+
+    async with asyncio.timeout(5):  # a quarter of a second of patience, then cancel
+        await connection.aclose()
+
+    assert end.half_closed
+    assert end.cancelled.is_set()

@@ -58,6 +58,9 @@ REPORT_TTL = 1.0
 _LATENCY_DECAY = 2.0
 # a failed or refused attempt counts as a call this slow (s)
 _FAILURE_PENALTY = 1.0
+# closing an idle session: how long the worker gets to end it with OK after
+# the half-close, before the stream is cancelled (a frozen worker never does)
+_CLOSE_PATIENCE = 0.25
 
 
 class _SessionDriver:
@@ -177,8 +180,18 @@ class _SessionDriver:
                 future.set_result(None)
         self._deliver(list(self.session.lose()))
 
-    async def aclose(self) -> None:
-        """Abandon the stream; open calls end with ``Lost``. Idempotent."""
+    async def aclose(self, patience: float = 0.0) -> None:
+        """End the stream; open calls end with ``Lost``. Idempotent.
+
+        With no call open, first half-close and give the worker ``patience``
+        seconds to end the session with OK, so it never sees a cancelled
+        stream; with calls open, or after that, abandon (cancel) the stream.
+        """
+        if patience > 0 and self.error is None and not self.session.open_calls:
+            self._pump.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience):
+                    await asyncio.shield(self._runner)
         self._runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._runner
@@ -465,7 +478,7 @@ class WorkerConnection:
         self._closed = True
         try:
             if self._driver is not None:
-                await self._driver.aclose()
+                await self._driver.aclose(_CLOSE_PATIENCE)
         finally:
             self._idle.set()
             await self._channel.close()
