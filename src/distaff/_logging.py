@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import sys
+import threading
 from typing import TextIO
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -76,28 +77,32 @@ class _JsonStderr(io.TextIOBase):
         self._real = real
         self._uid = uid
         self._pending = ""
+        self._lock = threading.Lock()  # threads print too
+        self._format = _JsonFormatter()
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self._pending += text
-        if "\n" in self._pending:
-            lines, _, self._pending = self._pending.rpartition("\n")
-            for line in lines.split("\n"):
-                self._emit(line)
+        with self._lock:
+            self._pending += text
+            if "\n" in self._pending:
+                lines, _, self._pending = self._pending.rpartition("\n")
+                for line in lines.split("\n"):
+                    self._emit(line)
         return len(text)
 
     def flush(self) -> None:
-        if self._pending:
-            line, self._pending = self._pending, ""
-            self._emit(line)
-        self._real.flush()
+        with self._lock:
+            if self._pending:
+                line, self._pending = self._pending, ""
+                self._emit(line)
+            self._real.flush()
 
     def _emit(self, line: str) -> None:
         record = logging.LogRecord("stderr", logging.WARNING, "", 0, line, None, None)
         record.worker = self._uid
-        self._real.write(_JsonFormatter().format(record) + "\n")
+        self._real.write(self._format.format(record) + "\n")
 
 
 def configure(level: str, style: str, uid: str, stream: TextIO | None = None) -> None:
