@@ -147,6 +147,7 @@ class _Follower:
             self._rewake = asyncio.get_running_loop().call_later(_REWAKE, self._rewake_now)
 
     async def _forget(self, known: _Known) -> None:
+        """Stop following ``known`` (no event): its watch, its channel."""
         if self._known.get(known.metadata.address) is known:
             del self._known[known.metadata.address]
         if known.watch is not None:
@@ -158,16 +159,12 @@ class _Follower:
         self._wake.set()
 
     async def _drop(self, known: _Known, *, withdrawn: bool) -> None:
-        address = known.metadata.address
-        if self._known.get(address) is not known:
+        if self._known.get(known.metadata.address) is not known:
             return
-        del self._known[address]
-        if known.watch is not None:
-            known.watch.cancel()
         self.events.put_nowait(
             DiscoveryEvent(DiscoveryEventType.WORKER_DROPPED, known.metadata, withdrawn)
         )
-        await known.dial.aclose()
+        await self._forget(known)
 
 
 async def follow_addresses(
