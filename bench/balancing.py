@@ -9,7 +9,9 @@ caller process per run, balancers interleaved and rotated per repetition.
 Scenarios: A (skew: 90 % 1 ms, 10 % 100 ms), B (uniform 10 ms, one worker 4x
 slower), C (uniform 10 ms, equal workers). Each runs open loop (Poisson
 arrivals at 70 % of capacity; latency counted from the intended arrival) and
-closed loop (8 lanes, each awaiting one call at a time).
+closed loop (8 lanes, each awaiting one call at a time). For A it also
+measures the floor: a lone 1 ms call on an idle pool (one lane, no queue
+anywhere), below which no balancer can bring a 1 ms call's latency.
 
 ``--micro`` measures the cost per dispatch of each balancer's choice on fake
 connections (no gRPC) for 1 to 1,000 workers.
@@ -116,7 +118,9 @@ async def _run_one(
         began = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             sampler = group.create_task(sample())
-            if mode == "open":
+            if mode == "floor":
+                latencies = [await _timed(support.task(0.001, 0), None) for _ in work]
+            elif mode == "open":
                 rate = LOAD * capacity(scenario)
                 at = began
                 calls = []
@@ -206,6 +210,18 @@ def _table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _floor(summary: dict[str, Any]) -> list[str]:
+    floor, closed = summary.get("A/floor/roundrobin"), summary.get("A/closed/roundrobin")
+    if floor is None or closed is None:
+        return []
+    return [
+        f"Floor: a lone 1 ms call on an idle pool, p50 {floor['p50_ms']:.2f} ms, "
+        f"{floor['p50_ms'] / closed['p50_ms']:.2f}x round robin's A closed-loop p50 "
+        "(no balancer brings a 1 ms call below it)",
+        "",
+    ]
+
+
 def _micro_table(table: dict[str, dict[int, float]]) -> list[str]:
     lines = [
         "Micro: cost per choice (us) by pool size",
@@ -260,9 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {}
     for rep in range(args.reps):
         for scenario in args.scenarios.split(","):
-            for mode in ("open", "closed"):
+            for mode in ("open", "closed", "floor"):
+                if mode == "floor" and scenario != "A":
+                    continue
                 shift = rep % len(BALANCERS)
-                for balancer in BALANCERS[shift:] + BALANCERS[:shift]:
+                order = BALANCERS[shift:] + BALANCERS[:shift]
+                for balancer in ["roundrobin"] if mode == "floor" else order:
                     result = _run_subprocess(scenario, mode, balancer, 1000 + rep, args.count)
                     if result is not None:
                         runs.setdefault(f"{scenario}/{mode}/{balancer}", []).append(result)
@@ -276,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     everything = {"runs": runs, "summary": summary, "micro": micro_table}
     (args.out / "balancing.json").write_text(json.dumps(everything, indent=1))
     title = f"W6: {args.reps} reps of {args.count} calls; medians; ratios to round robin, same run"
-    md = [title, "", _table(summary), "", *_micro_table(micro_table)]
+    md = [title, "", _table(summary), "", *_floor(summary), *_micro_table(micro_table)]
     (args.out / "balancing.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

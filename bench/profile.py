@@ -57,6 +57,17 @@ IDLE_LEAVES = frozenset(
 )
 
 
+def _workers(pid: int) -> list[int]:
+    """Worker processes under ``pid``: its children, or the warm template's."""
+    found: list[int] = []
+    for child in children(pid):
+        if "worker._template" in cmdline(child):
+            found.extend(children(child))
+        else:
+            found.append(child)
+    return found
+
+
 def _short(path: str) -> str:
     for marker in ("site-packages/", "/src/", "lib/python3.11/", "/work/main/"):
         if marker in path:
@@ -204,7 +215,7 @@ def main() -> int:
         workers: list[int] = []
         while len(workers) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-            workers = [p for p in children(caller.pid) if "worker._main" in cmdline(p)]
+            workers = [p for p in _workers(caller.pid) if "worker." in cmdline(p)]
         if not workers:
             sys.exit("no distaff worker appeared")
         time.sleep(1.0)  # past the pool start and the warm-up

@@ -72,7 +72,7 @@ def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path)
         "--count",
         "40",
         "--scenarios",
-        "B",
+        "A,B",
         "--out",
         str(tmp_path),
     )
@@ -80,13 +80,15 @@ def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "balancing.json").read_text())
     assert set(report["summary"]) == {
-        f"B/{mode}/{b}"
+        f"{scenario}/{mode}/{b}"
+        for scenario in ("A", "B")
         for mode in ("open", "closed")
         for b in ("roundrobin", "random", "leastloaded", "latency")
-    }
+    } | {"A/floor/roundrobin"}
     table = (tmp_path / "balancing.md").read_text()
     assert "p99 vs RR" in table
     assert "| leastloaded |" in table
+    assert "Floor: a lone 1 ms call on an idle pool" in table
 
 
 def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib.Path) -> None:

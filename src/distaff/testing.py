@@ -23,10 +23,18 @@ __all__ = ["FakeConnection", "check_load_balancer"]
 class FakeConnection:
     """A stand-in for a worker connection: load figures a test sets by hand."""
 
-    def __init__(self, target: str, *, in_flight: int = 0, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        in_flight: int = 0,
+        latency: float = 0.0,
+        service_time: float | None = None,
+    ) -> None:
         self.target = target
         self._in_flight = in_flight
         self._latency = latency
+        self._service_time = latency if service_time is None else service_time
 
     @property
     def in_flight(self) -> int:
@@ -43,9 +51,16 @@ class FakeConnection:
         """Latency (as set by the test)."""
         return self._latency
 
+    @property
+    def service_time(self) -> float:
+        """Time per call queued (as set by the test; by default the latency)."""
+        return self._service_time
+
     def statistics(self) -> ConnectionStatistics:
         """The figures above."""
-        return ConnectionStatistics(self._in_flight, 0, 0, self._latency)
+        return ConnectionStatistics(
+            self._in_flight, 0, 0, self._latency, service_time=self._service_time
+        )
 
     async def dispatch(self, task: Any, *, timeout: float | None = None) -> Any:
         """Fake connections never dispatch: balancers must not call this."""

@@ -141,6 +141,33 @@ async def test_latency_aware_prefers_the_faster_of_two() -> None:
     assert picks["w1"] == 100
 
 
+async def test_latency_aware_weighs_queues_by_time_per_call() -> None:
+    # One worker 4x slower: with one call queued it costs 2 x 40 ms, more
+    # than a quick worker with two queued (3 x 10 ms), and even idle it
+    # loses to a quick worker with two (40 ms against 30 ms); it wins only
+    # once the quick ones hold three or more
+    balancer = distaff.LatencyAwareLoadBalancer()
+    slow_busy = pool([1, 2, 2, 3], latencies=[0.04, 0.01, 0.01, 0.01])
+    slow_idle = pool([0, 2, 2, 2], latencies=[0.04, 0.01, 0.01, 0.01])
+    all_queued = pool([0, 4, 4, 4], latencies=[0.04, 0.01, 0.01, 0.01])
+
+    picks = collections.Counter([await first_offer(balancer, slow_busy) for _ in range(50)])
+    assert set(picks) == {"w1", "w2"}
+    assert await first_offer(balancer, slow_idle) != "w0"
+    assert await first_offer(balancer, all_queued) == "w0"
+
+
+async def test_latency_aware_scans_small_pools_exactly_and_compares_two_above() -> None:
+    latencies = [0.01 * (i + 1) for i in range(40)]
+    exact = distaff.LatencyAwareLoadBalancer(exact_up_to=40)
+    sampled = distaff.LatencyAwareLoadBalancer(exact_up_to=16)
+    context = pool([0] * 40, latencies=latencies)
+
+    assert {await first_offer(exact, context) for _ in range(50)} == {"w0"}
+    sampled_picks = {await first_offer(sampled, context) for _ in range(200)}
+    assert len(sampled_picks) > 5  # best of two random ones: not always the best
+
+
 async def test_a_snapshot_follows_changes_of_the_context() -> None:
     balancer = distaff.LeastLoadedLoadBalancer()
     context = pool([1, 1])
@@ -176,6 +203,8 @@ async def test_every_worker_is_offered_once_before_the_call_gives_up(
 
 @pytest.mark.parametrize("factory", BALANCERS[1:])
 def test_balancers_pickle_as_configuration(factory: Any) -> None:
-    restored = pickle.loads(pickle.dumps(factory()))
+    restored = pickle.loads(pickle.dumps(factory(exact_up_to=3)))
 
     assert type(restored) is factory
+    assert restored.exact_up_to == 3
+    assert repr(restored) == f"{factory.__name__}(exact_up_to=3)"

@@ -16,6 +16,20 @@ async def nap(seconds: float) -> int:
     return os.getpid()
 
 
+_one_at_a_time: asyncio.Semaphore | None = None
+
+
+@distaff.routine
+async def take_turns(seconds: float) -> int:
+    """Sleep ``seconds`` once the worker's single slot is free."""
+    global _one_at_a_time
+    if _one_at_a_time is None:
+        _one_at_a_time = asyncio.Semaphore(1)
+    async with _one_at_a_time:
+        await asyncio.sleep(seconds)
+    return os.getpid()
+
+
 @distaff.routine
 async def hog(seconds: float) -> int:
     """Block the worker's event loop (a CPU-bound body written as async def)."""

@@ -75,3 +75,19 @@ async def test_workers_report_their_load_on_replies() -> None:
     assert stats.reported_capacity == 8
     assert stats.reported_running is not None
     assert stats.latency > 0
+
+
+async def test_service_time_divides_each_call_by_the_calls_queued_ahead_of_it() -> None:
+    """A worker that runs one call at a time: four calls sent at once end at
+    0.1, 0.2, 0.3 and 0.4 s; the latency average peaks at the last, while the
+    time per call stays near 0.1 s."""
+    async with distaff.WorkerPool(spawn=1) as pool:
+        await lr.nap(0.0)  # connect first: the four go out together
+        await asyncio.gather(*(lr.take_turns(0.1) for _ in range(4)))
+        (connection,) = pool.proxy.context.workers.values()
+
+        stats = connection.statistics()
+
+    assert stats.latency >= 0.35
+    assert 0.08 <= stats.service_time <= 0.2
+    assert stats.service_time == connection.service_time

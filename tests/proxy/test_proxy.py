@@ -488,8 +488,8 @@ class TestBuiltInBalancersMatchTheProtocol:
         broken = FakeDispatch(raises=distaff.RpcError("INTERNAL", "broke"))
         inject(proxy.context, {"b": broken, "c": FakeDispatch(returns=stream)})
 
-        # Act: call until "b" has been offered (three calls for the deterministic
-        # balancers; latency-aware compares two at random, so it may take more),
+        # Act: call until "b" has been offered (three calls for round robin;
+        # the load-aware balancers break ties at random, so it may take more),
         # then three more calls
         results = []
         while not broken.calls and len(results) < 100:

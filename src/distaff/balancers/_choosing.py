@@ -75,14 +75,24 @@ class ChoosingBalancer(OfferLoop):
     whether to scan every worker or to compare two at random.
 
     It holds nothing across calls but its snapshots and random state, and
-    pickles as configuration.
+    pickles as configuration (``exact_up_to``).
+
+    Args:
+        exact_up_to: the largest pool scanned exactly (default 16).
     """
 
-    exact_up_to = 16
-
-    def __init__(self) -> None:
+    def __init__(self, *, exact_up_to: int = 16) -> None:
+        if exact_up_to < 1:
+            raise ValueError(f"exact_up_to must be >= 1, not {exact_up_to!r}")
+        self.exact_up_to = exact_up_to
         self._snapshots = Snapshots()
         self._random = random.Random()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.exact_up_to))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(exact_up_to={self.exact_up_to})"
 
     def score(self, connection: WorkerConnectionLike) -> float:
         """How costly sending one more call to this worker looks (lower is better)."""
@@ -127,3 +137,7 @@ class ChoosingBalancer(OfferLoop):
         if not picks:
             return None
         return min(picks, key=lambda c: self.score(c[1]))
+
+
+def _restore(cls: type[ChoosingBalancer], exact_up_to: int) -> ChoosingBalancer:
+    return cls(exact_up_to=exact_up_to)

@@ -49,6 +49,9 @@ class ConnectionStatistics:
         reported_running: calls the worker said it runs over all its callers,
             or None when its last report is older than a second.
         reported_capacity: the worker's max_concurrency (0: unbounded), or None.
+        service_time: peak-weighted moving average of completion time per
+            call queued: each call's time divided by (this caller's calls
+            already on the worker when it was sent + 1); 0.0 until known.
     """
 
     in_flight: int
@@ -57,6 +60,7 @@ class ConnectionStatistics:
     latency: float = 0.0
     reported_running: int | None = None
     reported_capacity: int | None = None
+    service_time: float = 0.0
 
 
 @runtime_checkable
@@ -84,6 +88,11 @@ class WorkerConnectionLike(Protocol):
     @property
     def latency(self) -> float:
         """Peak-weighted moving average of completion time (s); 0.0 if unknown."""
+        ...
+
+    @property
+    def service_time(self) -> float:
+        """Like ``latency``, each call's time divided by (calls queued ahead + 1)."""
         ...
 
     def statistics(self) -> ConnectionStatistics:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._choosing import ChoosingBalancer
 from .base import WorkerConnectionLike
 
@@ -23,22 +21,6 @@ class LeastLoadedLoadBalancer(ChoosingBalancer):
         exact_up_to: the largest pool scanned exactly (default 16).
     """
 
-    def __init__(self, *, exact_up_to: int = 16) -> None:
-        super().__init__()
-        if exact_up_to < 1:
-            raise ValueError(f"exact_up_to must be >= 1, not {exact_up_to!r}")
-        self.exact_up_to = exact_up_to
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, (type(self), self.exact_up_to))
-
     def score(self, connection: WorkerConnectionLike) -> float:
         """The worker's load, as best known."""
         return connection.load
-
-    def __repr__(self) -> str:
-        return f"LeastLoadedLoadBalancer(exact_up_to={self.exact_up_to})"
-
-
-def _restore(cls: type[LeastLoadedLoadBalancer], exact_up_to: int) -> LeastLoadedLoadBalancer:
-    return cls(exact_up_to=exact_up_to)

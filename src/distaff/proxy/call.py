@@ -50,6 +50,7 @@ class RemoteCall:
         "_sink",
         "_waiter",
         "_window",
+        "ahead",
         "born",
         "closed_by",
         "context",
@@ -62,6 +63,7 @@ class RemoteCall:
         self.id = 0
         # when it began, for the connection's latency average (calls, not streams)
         self.born: float | None = None if generator else time.monotonic()
+        self.ahead = 0  # this caller's calls on the worker when it was sent
         self._generator = generator
         self._window = window
         self._consumed = 0

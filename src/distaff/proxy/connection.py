@@ -63,6 +63,14 @@ _FAILURE_PENALTY = 1.0
 _CLOSE_PATIENCE = 0.25
 
 
+def _peak_average(average: float, sample: float, weight: float) -> float:
+    """Peak-weighted moving average: a higher sample counts at once, a lower
+    one pulls the average down by ``1 - weight``."""
+    if sample > average:
+        return sample
+    return average * weight + sample * (1 - weight)
+
+
 class _SessionDriver:
     """Runs one CallerSession over one transport; owned by its connection.
 
@@ -92,7 +100,7 @@ class _SessionDriver:
 
     def cancel(self, call: int) -> None:
         if self.session.cancel(call):
-            self._connection._finished(failed=True, born=None)
+            self._connection._finished(failed=True, call=None)
             self._pump.wake()
 
     # the stream
@@ -168,7 +176,7 @@ class _SessionDriver:
                 connection._drained = True
             else:  # a final event
                 failed = kind is not s.Result and kind is not s.Done
-                connection._finished(failed=failed, born=event.owner.born)  # type: ignore[union-attr]
+                connection._finished(failed=failed, call=event.owner)  # type: ignore[union-attr]
                 event.owner.feed(event)  # type: ignore[union-attr]
 
     def _end(self, error: RpcError) -> None:
@@ -236,6 +244,7 @@ class WorkerConnection:
         self._reserved = 0  # dispatches between the balancer's hand-off and open_call
         self.turn = 0  # when a balancer last handed this worker a call (a sequence number)
         self._latency = 0.0
+        self._service_time = 0.0
         self._latency_at = 0.0
         self._report: Any = None  # the worker's last Load, and when it came
         self._report_at = 0.0
@@ -252,27 +261,30 @@ class WorkerConnection:
         """True once the worker said it refuses new calls (it stays True: a drain is final)."""
         return self._drained
 
-    def _finished(self, *, failed: bool, born: float | None) -> None:
+    def _finished(self, *, failed: bool, call: RemoteCall | None) -> None:
         if failed:
             self._failed += 1
         else:
             self._completed += 1
-        if born is not None:
-            self._observe(time.monotonic() - born, failed=failed)
+        if call is not None and call.born is not None:
+            self._observe(time.monotonic() - call.born, ahead=call.ahead, failed=failed)
         driver = self._driver
         if driver is None or not driver.session.open_calls:
             self._idle.set()
 
-    def _observe(self, seconds: float, *, failed: bool = False) -> None:
-        """Fold one completion time into the peak-weighted moving average."""
+    def _observe(self, seconds: float, *, ahead: int = 0, failed: bool = False) -> None:
+        """Fold one completion time into the peak-weighted moving averages.
+
+        ``ahead`` is how many of this caller's calls were on the worker when
+        this one was sent: its share of the time is ``seconds / (ahead + 1)``.
+        """
         if failed:
             seconds = max(seconds, _FAILURE_PENALTY)
         now = time.monotonic()
-        if seconds > self._latency:
-            self._latency = seconds  # peaks count at once
-        else:
-            weight = math.exp(-(now - self._latency_at) / _LATENCY_DECAY)
-            self._latency = self._latency * weight + seconds * (1 - weight)
+        weight = math.exp(-(now - self._latency_at) / _LATENCY_DECAY)
+        self._latency = _peak_average(self._latency, seconds, weight)
+        share = seconds if failed else seconds / (ahead + 1)
+        self._service_time = _peak_average(self._service_time, share, weight)
         self._latency_at = now
 
     def _reported(self, load: Any) -> None:
@@ -290,6 +302,16 @@ class WorkerConnection:
     def latency(self) -> float:
         """Peak-weighted moving average of completion time (s); 0.0 if unknown."""
         return self._latency
+
+    @property
+    def service_time(self) -> float:
+        """Peak-weighted moving average of completion time per call queued (s).
+
+        Each call's completion time divided by (this caller's calls already on
+        the worker when it was sent + 1): for a worker that runs calls one at a
+        time, its time per call; 0.0 if unknown. Failures count as slow.
+        """
+        return self._service_time
 
     def _fresh_report(self) -> tuple[int, int] | None:
         if self._report is None or time.monotonic() - self._report_at > REPORT_TTL:
@@ -320,6 +342,7 @@ class WorkerConnection:
             self._latency,
             report[0] if report else None,
             report[1] if report else None,
+            self._service_time,
         )
 
     def open_calls(self) -> list[RemoteCall]:
@@ -357,16 +380,17 @@ class WorkerConnection:
         self._idle.clear()
         # counted before the first await, so a balancer choosing for the next
         # dispatch in the same tick already sees this one
+        ahead = self.in_flight
         self._reserved += 1
         self.turn = next(_turns)
         reservation = [True]  # handed over to the session when the call opens
         try:
             if timeout is None and driver.ready.is_set():
                 # the common case: nothing to wait for before the call is queued
-                call = self._open(driver, fields, task, reservation)
+                call = self._open(driver, fields, task, reservation, ahead)
                 driver.wake()
             else:
-                call = await self._open_within(driver, fields, task, timeout, reservation)
+                call = await self._open_within(driver, fields, task, timeout, reservation, ahead)
             answer = await call.first_answer()
             if answer.__class__ is not s.Accepted:
                 self._refused(answer)
@@ -392,14 +416,24 @@ class WorkerConnection:
             )
 
     def _open(
-        self, driver: _SessionDriver, fields: s.StartFields, task: Task, reservation: list[bool]
+        self,
+        driver: _SessionDriver,
+        fields: s.StartFields,
+        task: Task,
+        reservation: list[bool],
+        ahead: int,
     ) -> RemoteCall:
-        """Queue the call on a session that answered its handshake."""
+        """Queue the call on a session that answered its handshake.
+
+        ``ahead``: this caller's calls on the worker when the balancer handed
+        it over (the connection's time per call divides by it, plus one).
+        """
         if driver.error is not None:
             raise driver.error.copy()
         if driver.session.draining:
             raise TransientRpcError(StatusCode.UNAVAILABLE, "the worker is draining", self.target)
         call = RemoteCall(driver, task.generator, task.window)
+        call.ahead = ahead
         call.id = driver.session.open_call(fields, owner=call)
         self._reserved -= 1  # now counted among the session's open calls
         reservation[0] = False
@@ -412,13 +446,14 @@ class WorkerConnection:
         task: Task,
         timeout: float | None,
         reservation: list[bool],
+        ahead: int,
     ) -> RemoteCall:
         """Wait for the handshake, queue the call and see it written, within ``timeout``."""
         call: RemoteCall | None = None
         try:
             async with asyncio.timeout(timeout):
                 await driver.ready.wait()
-                call = self._open(driver, fields, task, reservation)
+                call = self._open(driver, fields, task, reservation, ahead)
                 if timeout is None:
                     driver.wake()  # nothing to bound: the pump writes it next
                 else:
