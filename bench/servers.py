@@ -7,7 +7,9 @@ or when its stdin closes (its parent is gone), like a distaff worker.
 grpc: service ``bench.Echo`` with a generic handler and identity serializers
 (bytes in, bytes out, no protobuf): ``Echo`` (unary, returns the request) and
 ``Stream`` (unary request holding a count n as ASCII; streams n messages, each
-a small int as 4 little-endian bytes).
+a small int as 4 little-endian bytes) and ``Chat`` (a bidirectional stream
+that echoes each message: a call per message on one long-lived stream, the
+shape of distaff's session).
 
 tcp: frames of ``op u8, id u64, length u32`` (big-endian) + payload. ``ECHO``
 frames come back as they are (same id); a ``STREAM`` frame holding n as ASCII
@@ -22,11 +24,13 @@ import os
 import signal
 import struct
 import sys
+from typing import Any
 
 HOST = "127.0.0.1"
 GRPC_SERVICE = "bench.Echo"
 GRPC_ECHO = f"/{GRPC_SERVICE}/Echo"
 GRPC_STREAM = f"/{GRPC_SERVICE}/Stream"
+GRPC_CHAT = f"/{GRPC_SERVICE}/Chat"
 GRPC_OPTIONS = (
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -75,8 +79,13 @@ async def serve_grpc() -> None:
         for i in range(int(request)):
             yield item_bytes(i)
 
+    async def chat(requests: object, context: Any) -> None:
+        while (message := await context.read()) is not grpc.aio.EOF:
+            await context.write(message)
+
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
     }
     server = grpc.aio.server(options=GRPC_OPTIONS)

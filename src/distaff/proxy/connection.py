@@ -114,9 +114,9 @@ class _SessionDriver:
                     future.set_result(None)
         return envelopes
 
-    def wake(self) -> None:
-        """Let the pump write what is queued."""
-        self._pump.wake()
+    def wake(self, *, eager: bool = False) -> None:
+        """Let the pump write what is queued (``eager``: now, if it is idle)."""
+        self._pump.wake(eager=eager)
 
     async def sent(self) -> None:
         """Wait until everything queued so far went to the transport."""
@@ -388,7 +388,9 @@ class WorkerConnection:
             if timeout is None and driver.ready.is_set():
                 # the common case: nothing to wait for before the call is queued
                 call = self._open(driver, fields, task, reservation, ahead)
-                driver.wake()
+                # a lone call goes out in this turn; with others in flight, the
+                # next turn's write carries everything queued meanwhile
+                driver.wake(eager=driver.session.open_calls == 1)
             else:
                 call = await self._open_within(driver, fields, task, timeout, reservation, ahead)
             answer = await call.first_answer()

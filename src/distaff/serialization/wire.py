@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import contextvars
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .._exceptions import SerializationError
 from ._generated import distaff_pb2 as pb
@@ -72,41 +76,154 @@ class Pump:
     """Owns a stream's write side: writes what a session has queued.
 
     Producers change the session without awaiting (so a ``finally`` block in
-    a cancelled task can still queue a cancel) and call ``wake``; the pump
-    then writes everything that piled up since its last write.
+    a cancelled task can still queue a cancel) and call ``wake``. By default
+    the pump writes at the loop's next turn, so everything queued in this
+    turn goes out in one envelope (many calls in flight share writes). A
+    producer that knows nothing else is coming (a lone call on its stream)
+    says ``wake(eager=True)``: an idle pump then starts the write inside
+    ``wake``, in the producer's turn, saving a turn of latency. Only one
+    write is in flight at a time; its completion is followed by callbacks,
+    and whatever piled up meanwhile goes out next, in one envelope. The write
+    never runs inside a producer's task as an await, so cancelling a
+    producer never cancels a write (which would cancel the whole stream).
+
+    ``run`` waits until the pump is closed and drained, and raises the error
+    of a write that failed; cancelling ``run`` abandons the write in flight.
 
     Args:
         take: returns the envelopes ready to write (a session's ``data_to_send``).
         write: writes one envelope to the stream.
     """
 
-    __slots__ = ("_closed", "_take", "_wake", "_write")
+    __slots__ = (
+        "_closed",
+        "_context",
+        "_done",
+        "_error",
+        "_flushing",
+        "_loop",
+        "_pending",
+        "_scheduled",
+        "_take",
+        "_wake",
+        "_write",
+        "_writing",
+    )
 
     def __init__(
         self,
         take: Callable[[], list[pb.Envelope]],
-        write: Callable[[pb.Envelope], Awaitable[object]],
+        write: Callable[[pb.Envelope], Coroutine[Any, Any, object]],
     ) -> None:
         self._take = take
         self._write = write
-        self._wake = asyncio.Event()
+        self._wake = False  # woken while busy: look again once free
         self._closed = False
+        self._flushing = False  # in _flush (a wake from inside take() waits its turn)
+        self._scheduled = False  # a flush is due at the loop's next turn
+        self._loop = asyncio.get_running_loop()
+        self._writing: Coroutine[Any, Any, object] | None = None  # the write in flight
+        self._pending: collections.deque[pb.Envelope] = collections.deque()
+        self._error: BaseException | None = None
+        self._done: asyncio.Future[None] | None = None
+        # the write's later steps run in callbacks, all in one context of their own
+        self._context = contextvars.Context()
 
-    def wake(self) -> None:
-        """Say there may be something to write."""
-        self._wake.set()
+    def wake(self, *, eager: bool = False) -> None:
+        """Say there may be something to write (on the loop's thread only).
+
+        ``eager``: if idle, start writing now rather than at the next turn.
+        """
+        if self._writing is not None or self._flushing or self._error is not None:
+            self._wake = True
+        elif eager:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._due, context=self._context)
 
     def close(self) -> None:
         """Let ``run`` write what is queued, then return."""
         self._closed = True
-        self._wake.set()
+        self.wake(eager=True)
+
+    def _due(self) -> None:
+        self._scheduled = False
+        if self._writing is None and not self._flushing and self._error is None:
+            self._flush()
 
     async def run(self) -> None:
-        """Write until closed and drained; the owner cancels or closes it."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            for envelope in self._take():
-                await self._write(envelope)
-            if self._closed and not self._wake.is_set():
-                return
+        """Wait until closed and drained; raise a failed write's error."""
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        self._settle()
+        try:
+            await self._done
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+
+    def _settle(self) -> None:
+        done = self._done
+        if done is None or done.done():
+            return
+        if isinstance(self._error, asyncio.CancelledError):
+            done.cancel()
+        elif self._error is not None:
+            done.set_exception(self._error)
+        elif self._closed and self._writing is None and not self._pending and not self._wake:
+            done.set_result(None)  # (a flush still due finds nothing: take() was empty)
+
+    def _abandon(self) -> None:
+        writing, self._writing = self._writing, None
+        self._error = self._error or asyncio.CancelledError()
+        if writing is not None:
+            with contextlib.suppress(BaseException):
+                writing.throw(asyncio.CancelledError())
+
+    def _flush(self) -> None:
+        """Start the next write, if any; loop while writes finish at once."""
+        self._flushing = True
+        try:
+            while self._writing is None and self._error is None:
+                self._wake = False
+                if not self._pending:
+                    self._pending.extend(self._take())
+                    if not self._pending:
+                        if self._wake:  # woken from inside take()
+                            continue
+                        break
+                self._writing = self._write(self._pending.popleft())
+                self._step(None)
+        finally:
+            self._flushing = False
+        self._settle()
+
+    def _step(self, error: BaseException | None) -> None:
+        writing = self._writing
+        assert writing is not None
+        try:
+            yielded = writing.send(None) if error is None else writing.throw(error)
+        except StopIteration:
+            self._writing = None
+            return
+        except BaseException as exc:  # the stream broke: run() reports it
+            self._writing = None
+            self._error = exc
+            return
+        blocking = getattr(yielded, "_asyncio_future_blocking", None)
+        if blocking:  # an asyncio future, as a Task would see it
+            yielded._asyncio_future_blocking = False
+            yielded.add_done_callback(self._resume, context=self._context)
+        else:  # a bare yield: go on at the next turn
+            asyncio.get_running_loop().call_soon(self._resume, None, context=self._context)
+
+    def _resume(self, future: asyncio.Future[Any] | None) -> None:
+        if self._writing is None:  # abandoned meanwhile
+            return
+        error: BaseException | None = None
+        if future is not None:
+            error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        self._step(error)
+        if self._writing is None:
+            self._flush()

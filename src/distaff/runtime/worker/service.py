@@ -373,7 +373,8 @@ class WorkerService:
                 context = b""
             session.error(call_id, encode_exception(exc), context)
         finally:
-            served.pump.wake()
+            # the only call on its session: its answer goes out in this turn
+            served.pump.wake(eager=len(served.calls) == 1)
             self.instruments.ended(call.routine, outcome, started)
 
     def _stopped_error(self) -> RpcError:
