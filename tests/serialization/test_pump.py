@@ -61,6 +61,15 @@ def envelope(i: int) -> Envelope:
     return message
 
 
+def running(stream: Stream) -> tuple[Pump, asyncio.Task[None]]:
+    """A pump over ``stream``, its ``run`` task, and envelope(1) being written."""
+    pump = Pump(stream.take, stream.write)
+    runner = asyncio.create_task(pump.run())
+    stream.queued.append(envelope(1))
+    pump.wake(eager=True)
+    return pump, runner
+
+
 async def turns(n: int = 5) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
@@ -113,10 +122,7 @@ async def test_one_write_at_a_time_and_what_piles_up_goes_next_in_order() -> Non
 
 async def test_close_lets_run_return_once_everything_is_written() -> None:
     stream = Stream()
-    pump = Pump(stream.take, stream.write)
-    runner = asyncio.create_task(pump.run())
-    stream.queued.append(envelope(1))
-    pump.wake(eager=True)
+    pump, runner = running(stream)
     pump.close()
     await turns()
     assert not runner.done()  # a write is still in flight
@@ -129,10 +135,7 @@ async def test_close_lets_run_return_once_everything_is_written() -> None:
 
 async def test_a_failed_write_ends_run_with_its_error_and_nothing_more_is_written() -> None:
     stream = Stream()
-    pump = Pump(stream.take, stream.write)
-    runner = asyncio.create_task(pump.run())
-    stream.queued.append(envelope(1))
-    pump.wake(eager=True)
+    pump, runner = running(stream)
     stream.queued.append(envelope(2))
     pump.wake(eager=True)
 
@@ -146,10 +149,7 @@ async def test_a_failed_write_ends_run_with_its_error_and_nothing_more_is_writte
 
 async def test_cancelling_run_abandons_the_write_in_flight() -> None:
     stream = Stream()
-    pump = Pump(stream.take, stream.write)
-    runner = asyncio.create_task(pump.run())
-    stream.queued.append(envelope(1))
-    pump.wake(eager=True)
+    pump, runner = running(stream)
     await turns()
 
     runner.cancel()
