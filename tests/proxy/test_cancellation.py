@@ -62,13 +62,19 @@ async def settled(worker: MemoryWorker, connection: WorkerConnection) -> None:
     await until(lambda: connection.statistics().in_flight == 0)
 
 
+async def one_call(worker: MemoryWorker, value: str) -> WorkerConnection:
+    """A connection that ran one call to the end and is idle again."""
+    connection = worker.connect()
+    GATE.set()
+    call = await connection.dispatch(task(waits_for_gate, value))
+    assert await anext(call) == value
+    await settled(worker, connection)
+    return connection
+
+
 async def test_a_call_runs_and_returns_over_the_memory_channel() -> None:
     async with memory_worker() as worker:
-        connection = worker.connect()
-        GATE.set()
-        call = await connection.dispatch(task(waits_for_gate, "a"))
-        assert await anext(call) == "a"
-        await settled(worker, connection)
+        connection = await one_call(worker, "a")
         await connection.aclose()
 
 
@@ -156,11 +162,7 @@ async def test_a_draining_worker_refuses_new_calls_as_retry_safe() -> None:
 
 async def test_closing_an_idle_connection_lets_the_worker_end_the_session_with_ok() -> None:
     async with memory_worker() as worker:
-        connection = worker.connect()
-        GATE.set()
-        call = await connection.dispatch(task(waits_for_gate, "e"))
-        assert await anext(call) == "e"
-        await settled(worker, connection)
+        connection = await one_call(worker, "e")
 
         await connection.aclose()
 
