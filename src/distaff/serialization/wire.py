@@ -117,7 +117,7 @@ class Pump:
     ) -> None:
         self._take = take
         self._write = write
-        self._wake = False  # woken while busy: look again once free
+        self._wake = False  # woken from inside take(): look again
         self._closed = False
         self._flushing = False  # in _flush (a wake from inside take() waits its turn)
         self._scheduled = False  # a flush is due at the loop's next turn
@@ -134,8 +134,10 @@ class Pump:
 
         ``eager``: if idle, start writing now rather than at the next turn.
         """
-        if self._writing is not None or self._flushing or self._error is not None:
+        if self._flushing:
             self._wake = True
+        elif self._writing is not None or self._error is not None:
+            return  # the write in flight takes what is queued when it ends
         elif eager:
             self._flush()
         elif not self._scheduled:
@@ -149,8 +151,7 @@ class Pump:
 
     def _due(self) -> None:
         self._scheduled = False
-        if self._writing is None and not self._flushing and self._error is None:
-            self._flush()
+        self._flush()  # a no-op if a write went out meanwhile
 
     async def run(self) -> None:
         """Wait until closed and drained; raise a failed write's error."""
@@ -171,7 +172,7 @@ class Pump:
             done.cancel()
         elif self._error is not None:
             done.set_exception(self._error)
-        elif self._closed and self._writing is None and not self._pending and not self._wake:
+        elif self._closed and self._writing is None and not self._pending:
             done.set_result(None)  # (a flush still due finds nothing: take() was empty)
 
     def _abandon(self) -> None:
@@ -216,7 +217,7 @@ class Pump:
             yielded._asyncio_future_blocking = False
             yielded.add_done_callback(self._resume, context=self._context)
         else:  # a bare yield: go on at the next turn
-            asyncio.get_running_loop().call_soon(self._resume, None, context=self._context)
+            self._loop.call_soon(self._resume, None, context=self._context)
 
     def _resume(self, future: asyncio.Future[Any] | None) -> None:
         if self._writing is None:  # abandoned meanwhile
