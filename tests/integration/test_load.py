@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import pathlib
 
 import pytest
 
 import distaff
 
+from . import fault_routines as fr
 from . import load_routines as lr
 
 
@@ -50,12 +52,17 @@ async def test_a_busy_worker_refuses_and_the_call_waits_for_a_free_one() -> None
         assert refused >= 1  # at least one busy refusal happened on the way
 
 
-async def test_a_call_that_finds_every_worker_busy_times_out_within_its_dispatch_timeout() -> None:
-    async with distaff.WorkerPool(spawn=1, max_concurrency=1) as pool:
-        running = asyncio.create_task(lr.nap(3.0))
-        async with asyncio.timeout(10):
-            while pool.proxy.in_flight() < 1:
-                await asyncio.sleep(0.005)
+async def test_a_call_that_finds_every_worker_busy_times_out_within_its_dispatch_timeout(
+    tmp_path: pathlib.Path,
+) -> None:
+    marker = tmp_path / "running"
+    async with distaff.WorkerPool(spawn=1, max_concurrency=1):
+        running = asyncio.create_task(fr.block(str(marker), 3.0))
+        # the call runs on the worker (handed over is not enough: a call still
+        # on its way could lose the worker to the next one)
+        started = pathlib.Path(f"{marker}.started")
+        await fr.wait_until(lambda: started.exists() or running.done())
+        assert not running.done(), running
 
         with pytest.raises(TimeoutError), distaff.RuntimeContext(dispatch_timeout=0.3):
             await lr.nap(0.0)

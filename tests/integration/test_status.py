@@ -185,8 +185,10 @@ async def test_watch_refreshes_with_a_call_rate_until_interrupted() -> None:
     ns = namespace()
     async with durable_workers() as workers:
         workers.append(await start_local(ns))
+        # -X faulthandler: if it hangs, SIGABRT makes it print where every thread is
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "distaff", "status", f"local://{ns}", "--watch", "0.2",
+            sys.executable, "-X", "faulthandler", "-m", "distaff", "status", f"local://{ns}",
+            "--watch", "0.2",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -196,8 +198,13 @@ async def test_watch_refreshes_with_a_call_rate_until_interrupted() -> None:
                     pass
         finally:
             process.send_signal(signal.SIGINT)
-            async with asyncio.timeout(30):
+            try:
+                async with asyncio.timeout(30):
+                    _, err = await process.communicate()
+            except TimeoutError:
+                process.send_signal(signal.SIGABRT)
                 _, err = await process.communicate()
+                pytest.fail(f"status --watch ignored SIGINT for 30 s:\n{err.decode()}")
     assert process.returncode == 130
     assert b"Traceback" not in err
 
