@@ -51,12 +51,15 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         last = None
         while True:
+            # read the state once, before the write: a drain that lands while
+            # the write is awaited must still be written, not just end the stream
             changed = self._changed
             status = self.status(request.service)
+            final = self.drained
             if status != last:
                 await context.write(_Response(status=status))
                 last = status
-            if self.drained:
+            if final:
                 return
             await changed.wait()
 
