@@ -1,6 +1,6 @@
 """W1's floors side by side: raw unary, a raw long-lived stream, and distaff.
 
-``python -m bench.streamfloor [--calls 2000] [--blocks 6]`` measures, in one
+``python -m bench.streamfloor [--calls 2000] [--blocks 6] [--size 0]`` measures, in one
 caller process, sequential no-op calls three ways, in interleaved blocks so
 that a shared machine's drift hits them alike:
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -49,12 +50,16 @@ async def _measure(
     return statistics.median(samples) * 1e6, caller / calls * 1e6, server / calls * 1e6
 
 
-async def run(calls: int, blocks: int) -> dict[str, Any]:
-    """Interleave ``blocks`` blocks of ``calls`` calls of each kind; medians per kind."""
+async def run(calls: int, blocks: int, size: int = 0) -> dict[str, Any]:
+    """Interleave ``blocks`` blocks of ``calls`` calls of each kind; medians per kind.
+
+    ``size``: bytes each way per call (0: W1's no-op; 1 MiB: W3's echo).
+    """
     import grpc.aio
 
     import distaff
 
+    from .routines import echo as distaff_echo
     from .routines import noop
     from .servers import GRPC_CHAT, GRPC_ECHO, GRPC_OPTIONS, HOST
 
@@ -64,15 +69,23 @@ async def run(calls: int, blocks: int) -> dict[str, Any]:
         echo = channel.unary_unary(GRPC_ECHO)
         chat = channel.stream_stream(GRPC_CHAT)()
 
+        payload = os.urandom(size)
+
         async def over_stream() -> None:
-            await chat.write(b"")
+            await chat.write(payload)
             await chat.read()
+
+        async def distaff_call() -> None:
+            if size:
+                await distaff_echo(payload)
+            else:
+                await noop()
 
         async with distaff.WorkerPool(spawn=1) as pool:
             ways: dict[str, tuple[Callable[[], Awaitable[Any]], list[int]]] = {
-                "unary": (lambda: echo(b""), [server.process.pid]),
+                "unary": (lambda: echo(payload), [server.process.pid]),
                 "stream": (over_stream, [server.process.pid]),
-                "distaff": (noop, list(pool.pids)),
+                "distaff": (distaff_call, list(pool.pids)),
             }
             for call, _ in ways.values():  # warm every path
                 for _ in range(200):
@@ -102,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streamfloor")
     parser.add_argument("--calls", type=int, default=2000, help="calls per block")
     parser.add_argument("--blocks", type=int, default=6, help="blocks of each kind")
+    parser.add_argument(
+        "--size", type=int, default=0, help="bytes each way per call (1048576: W3's shape)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON, not a table")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args.calls, args.blocks))
+    result = asyncio.run(run(args.calls, args.blocks, args.size))
     if args.json:
         print(json.dumps(result))
         return 0

@@ -202,3 +202,10 @@ async def nap(seconds: float) -> int:
 async def read_rest(f: Any) -> tuple[str, str]:
     """What a file argument is on the worker, and what is left to read in it."""
     return type(f).__name__, f.read()
+
+
+@distaff.routine(window=4)
+async def blocks(n: int, size: int) -> AsyncGenerator[bytes, None]:
+    """Stream ``n`` blocks of ``size`` bytes, block i filled with i."""
+    for i in range(n):
+        yield bytes([i % 256]) * size

@@ -76,3 +76,22 @@ def test_interleaved_calls_streams_and_cancellations_never_cross(
     results = asyncio.run(scenario(ops))
 
     assert results == [expected(op) for op in ops]
+
+
+async def test_large_and_small_payloads_share_a_stream_and_arrive_exact() -> None:
+    big = bytes(range(256)) * 1024  # 256 KiB: over the blob threshold
+    values: list[Any] = [
+        big,
+        bytearray(big),
+        big.decode("latin-1"),
+        {"key": big, "small": 1},
+        b"small",
+        [big, big[:10]],
+    ]
+    async with distaff.WorkerPool(spawn=1):
+        echoed = await asyncio.gather(*(r.echo(v) for v in values * 3))
+        streamed = [block async for block in r.blocks(6, 200_000)]
+
+    assert echoed == values * 3
+    assert [type(v) for v in echoed] == [type(v) for v in values * 3]
+    assert streamed == [bytes([i]) * 200_000 for i in range(6)]

@@ -20,14 +20,31 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from distaff.serialization import session as s
+from distaff.serialization import wire
 from distaff.serialization.wire import PROTOCOL_VERSION, Envelope, Output, OutputKind, StepKind
 
 
-def fields(task_id: str, generator: bool = False, proxy: str = "") -> s.StartFields:
+def large(what: str) -> bytes:
+    """A payload big enough to travel as a blob, and unique to ``what``."""
+    return what.encode().ljust(wire.DETACH_BYTES, b".")
+
+
+def through_the_wire(message: wire.Outgoing) -> wire.Outgoing:
+    """What the peer's deserializer makes of ``message`` (blobs become slices)."""
+    return wire.decode(wire.encode(message))
+
+
+def envelope_of(message: wire.Outgoing) -> Envelope:
+    return message[0] if isinstance(message, tuple) else message
+
+
+def fields(
+    task_id: str, generator: bool = False, proxy: str = "", big: bool = False
+) -> s.StartFields:
     return s.StartFields(
         task_id=task_id,
         routine=b"R",
-        arguments=b"A",
+        arguments=large(f"arguments of {task_id}") if big else b"A",
         generator=generator,
         proxy_id=proxy,
         proxy=b"P" if proxy else b"",
@@ -40,8 +57,8 @@ class Link:
     def __init__(self, worker: str) -> None:
         self.caller = s.CallerSession()
         self.worker = s.WorkerSession(worker)
-        self.to_worker: collections.deque[Envelope] = collections.deque()
-        self.to_caller: collections.deque[Envelope] = collections.deque()
+        self.to_worker: collections.deque[wire.Outgoing] = collections.deque()
+        self.to_caller: collections.deque[wire.Outgoing] = collections.deque()
         self.running: dict[int, tuple[str, bool]] = {}  # worker call -> task id, generator
 
 
@@ -57,6 +74,7 @@ class Sessions(RuleBasedStateMachine):
         self.link_no = 0
         self.retry: list[tuple[str, bool]] = []
         self.generators: dict[str, bool] = {}
+        self.big: dict[str, bool] = {}  # tasks whose payloads travel as blobs
         self.written: set[str] = set()  # tasks whose Start may have reached a worker
 
     # caller side
@@ -71,6 +89,10 @@ class Sessions(RuleBasedStateMachine):
                 assert self.finals[(self.link_no, event.call)] == 0, "output after the end"
                 task = self.opened[(self.link_no, event.call)]
                 assert event.output.text == f"printed by {task}"
+            if isinstance(event, (s.Item, s.Result)):
+                task = self.opened[(self.link_no, event.call)]
+                expected = large(f"value of {task}") if self.big[task] else b"v"
+                assert bytes(event.payload) == expected
             if isinstance(event, s.FINAL):
                 self._final(event.call)
                 task = self.opened[(self.link_no, event.call)]
@@ -81,11 +103,12 @@ class Sessions(RuleBasedStateMachine):
                     self.retry.append((task, self.generators[task]))
 
     @precondition(lambda self: self.link.caller.accepts_calls)
-    @rule(generator=st.booleans(), proxy=st.booleans())
-    def open_call(self, generator: bool, proxy: bool) -> None:
+    @rule(generator=st.booleans(), proxy=st.booleans(), big=st.booleans())
+    def open_call(self, generator: bool, proxy: bool, big: bool) -> None:
         task = f"t{next(self.task_ids)}"
         self.generators[task] = generator
-        call = self.link.caller.open_call(fields(task, generator, "p1" if proxy else ""))
+        self.big[task] = big
+        call = self.link.caller.open_call(fields(task, generator, "p1" if proxy else "", big))
         self.opened[(self.link_no, call)] = task
 
     @precondition(lambda self: self.link.caller.accepts_calls and self.retry)
@@ -93,7 +116,7 @@ class Sessions(RuleBasedStateMachine):
     def retry_elsewhere(self) -> None:
         task, generator = self.retry.pop(0)
         assert task not in self.written, f"{task} may have run and was sent again"
-        call = self.link.caller.open_call(fields(task, generator))
+        call = self.link.caller.open_call(fields(task, generator, big=self.big[task]))
         self.opened[(self.link_no, call)] = task
 
     @rule(data=st.data())
@@ -112,11 +135,11 @@ class Sessions(RuleBasedStateMachine):
 
     @rule()
     def caller_writes(self) -> None:
-        for envelope in self.link.caller.data_to_send():
-            for frame in envelope.frames:
+        for message in self.link.caller.data_to_send():
+            for frame in envelope_of(message).frames:
                 if frame.HasField("start"):
                     self.written.add(frame.start.task_id)
-            self.link.to_worker.append(envelope)
+            self.link.to_worker.append(through_the_wire(message))
 
     @precondition(lambda self: self.link.to_caller and not self.link.caller.closed)
     @rule()
@@ -130,6 +153,9 @@ class Sessions(RuleBasedStateMachine):
     def worker_reads(self) -> None:
         for event in self.link.worker.receive(self.link.to_worker.popleft()):
             if isinstance(event, s.Started):
+                task = event.start.task_id
+                sent = large(f"arguments of {task}") if self.big[task] else b"A"
+                assert bytes(event.arguments) == sent
                 self.started[event.start.task_id] += 1
                 self.link.running[event.call] = (event.start.task_id, event.start.generator)
             elif isinstance(event, s.CancelRequested):
@@ -141,12 +167,13 @@ class Sessions(RuleBasedStateMachine):
         if not self.link.running:
             return
         call = data.draw(st.sampled_from(sorted(self.link.running)))
-        _, generator = self.link.running[call]
+        task, generator = self.link.running[call]
+        value = large(f"value of {task}") if self.big[task] else b"v"
         worker = self.link.worker
         if outcome == "ack":
             worker.ack(call)
         elif outcome == "item" and generator:
-            worker.item(call, b"v")
+            worker.item(call, value)
         elif outcome == "output":
             task, _ = self.link.running[call]
             worker.output(call, Output(kind=OutputKind.OUTPUT_STDOUT, text=f"printed by {task}"))
@@ -154,7 +181,7 @@ class Sessions(RuleBasedStateMachine):
             worker.error(call, b"e")
             del self.link.running[call]
         elif outcome == "finish":
-            (worker.done(call) if generator else worker.result(call, b"r"))
+            (worker.done(call) if generator else worker.result(call, value))
             del self.link.running[call]
 
     @rule()
@@ -163,7 +190,7 @@ class Sessions(RuleBasedStateMachine):
 
     @rule()
     def worker_writes(self) -> None:
-        self.link.to_caller.extend(self.link.worker.data_to_send())
+        self.link.to_caller.extend(map(through_the_wire, self.link.worker.data_to_send()))
 
     @rule()
     def connection_lost(self) -> None:
@@ -351,3 +378,92 @@ def test_a_draining_worker_counts_the_calls_it_refuses() -> None:
     assert [f.reject.reason for f in worker.data_to_send()[0].frames if f.HasField("reject")] == [
         "the worker is draining"
     ] * 2
+
+
+def test_large_payloads_arrive_as_slices_of_the_received_message() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    call = caller.open_call(fields("t", big=True))
+    (message,) = caller.data_to_send()
+    assert isinstance(message, tuple)  # the arguments travel outside the envelope
+    assert not envelope_of(message).frames[0].start.arguments
+
+    data = wire.encode(message)
+    (started,) = worker.receive(wire.decode(data))
+    worker.result(started.call, large("the result"))
+    reply = wire.encode(worker.data_to_send()[0])
+    (_accepted, result) = caller.receive(wire.decode(reply))
+
+    assert isinstance(started.arguments, memoryview)
+    assert started.arguments.obj is data
+    assert started.arguments == large("arguments of t")
+    assert isinstance(result, s.Result)
+    assert result.call == call
+    assert isinstance(result.payload, memoryview)
+    assert result.payload.obj is reply
+    assert result.payload == large("the result")
+
+
+def test_any_protobuf_reader_parses_a_message_with_blobs() -> None:
+    envelope = Envelope()
+    envelope.frames.add(call=3).value.blob = 1
+
+    parsed = Envelope.FromString(wire.encode((envelope, [b"x" * 300])))
+
+    assert list(parsed.blobs) == [b"x" * 300]
+    assert parsed.frames[0].call == 3
+    assert parsed.frames[0].value.blob == 1
+
+
+def test_a_truncated_blob_or_a_missing_one_is_refused() -> None:
+    whole = wire.encode((Envelope(), [b"x" * 300]))
+    with pytest.raises(wire.DecodeError, match="runs past the end"):
+        wire.decode(whole[:200])
+    with pytest.raises(wire.DecodeError, match="truncated"):
+        wire.decode(whole[:2])
+
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    caller.open_call(fields("t"))
+    (started,) = worker.receive(caller.data_to_send()[0])
+    bad = Envelope()
+    frame = bad.frames.add(call=started.call)
+    frame.value.blob = 2
+    with pytest.raises(s.ProtocolError, match="blob 2 of 1"):
+        caller.receive(wire.decode(wire.encode((bad, [b"only one"]))))
+
+
+def test_a_cancelled_queued_call_leaves_its_blob_behind() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    first = caller.open_call(fields("t1", big=True))
+    caller.open_call(fields("t2", big=True))
+    caller.cancel(first)
+
+    (message,) = caller.data_to_send()
+    (started,) = worker.receive(wire.decode(wire.encode(message)))
+
+    assert isinstance(message, tuple)
+    assert [len(b) for b in message[1]] == [0, wire.DETACH_BYTES]
+    assert started.arguments == large("arguments of t2")
+
+
+def test_oversized_envelopes_split_with_each_frame_keeping_its_blob(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "MAX_MESSAGE_BYTES", 3 * wire.DETACH_BYTES)
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    for task in ("t1", "t2", "t3", "t4"):
+        caller.open_call(fields(task, big=task != "t2"))
+
+    messages = caller.data_to_send()
+    received = [e for m in messages for e in worker.receive(wire.decode(wire.encode(m)))]
+
+    assert len(messages) == 4
+    assert [(e.start.task_id, bytes(e.arguments)) for e in received] == [
+        ("t1", large("arguments of t1")),
+        ("t2", b"A"),
+        ("t3", large("arguments of t3")),
+        ("t4", large("arguments of t4")),
+    ]

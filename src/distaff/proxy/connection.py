@@ -149,10 +149,11 @@ class _SessionDriver:
 
     async def _read(self) -> RpcError:
         try:
-            while (envelope := await self._transport.read()) is not None:
-                if envelope.HasField("load"):
-                    self._connection._reported(envelope.load)
-                self._deliver(self.session.receive(envelope))
+            while (message := await self._transport.read()) is not None:
+                envelope = message[0] if type(message) is tuple else message
+                if envelope.HasField("load"):  # type: ignore[union-attr]
+                    self._connection._reported(envelope.load)  # type: ignore[union-attr]
+                self._deliver(self.session.receive(message))
                 if self.session.has_data():
                     self._pump.wake()
                 self._half_close_if_drained()

@@ -15,7 +15,7 @@ import grpc.aio
 
 from .._exceptions import RpcError, StatusCode, TransientRpcError
 from ..serialization import rpc
-from ..serialization.wire import Envelope
+from ..serialization.wire import Outgoing
 
 _TLS_HINT = (
     " (over TLS: check that the worker's certificate is signed by the pool's CA, "
@@ -42,16 +42,16 @@ def map_rpc_error(error: grpc.aio.AioRpcError, target: str, *, secure: bool = Fa
 class Transport(Protocol):
     """One bidirectional stream of envelopes to a worker."""
 
-    async def read(self) -> Envelope | None:
-        """The next envelope, or None when the worker ended the stream.
+    async def read(self) -> Outgoing | None:
+        """The next envelope (with its blobs), or None when the worker ended the stream.
 
         Raises:
             RpcError: the stream broke; the code says how.
         """
         ...
 
-    async def write(self, envelope: Envelope) -> None:
-        """Send one envelope. Raises RpcError if the stream broke."""
+    async def write(self, envelope: Outgoing) -> None:
+        """Send one envelope (with its blobs). Raises RpcError if the stream broke."""
         ...
 
     async def done_writing(self) -> None:
@@ -77,8 +77,8 @@ class GrpcTransport:
     def _error(self, error: grpc.aio.AioRpcError) -> RpcError:
         return map_rpc_error(error, self.target, secure=self._secure and not self._spoke)
 
-    async def read(self) -> Envelope | None:
-        """The next envelope, or None at the end of the stream."""
+    async def read(self) -> Outgoing | None:
+        """The next envelope (with its blobs), or None at the end of the stream."""
         try:
             envelope = await self._call.read()
         except grpc.aio.AioRpcError as exc:
@@ -86,10 +86,10 @@ class GrpcTransport:
         if envelope is grpc.aio.EOF:
             return None
         self._spoke = True
-        result: Envelope = envelope
+        result: Outgoing = envelope
         return result
 
-    async def write(self, envelope: Envelope) -> None:
+    async def write(self, envelope: Outgoing) -> None:
         """Send one envelope."""
         try:
             await self._call.write(envelope)

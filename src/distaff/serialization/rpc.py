@@ -14,7 +14,7 @@ import grpc.aio
 
 from ._generated.distaff_pb2 import DescribeReply as DescribeReply
 from ._generated.distaff_pb2 import DescribeRequest as DescribeRequest
-from .wire import Envelope, StopReply, StopRequest
+from .wire import StopReply, StopRequest, decode, encode
 
 SERVICE = "distaff.v1.Worker"
 SESSION = f"/{SERVICE}/Session"
@@ -26,8 +26,8 @@ def open_session(channel: grpc.aio.Channel) -> Any:
     """Open a Session stream on ``channel``; returns the grpc.aio call."""
     method = channel.stream_stream(
         SESSION,
-        request_serializer=Envelope.SerializeToString,
-        response_deserializer=Envelope.FromString,
+        request_serializer=encode,
+        response_deserializer=decode,
     )
     return method()
 
@@ -64,8 +64,8 @@ def add_worker_service(
     handlers = {
         "Session": grpc.stream_stream_rpc_method_handler(
             session,
-            request_deserializer=Envelope.FromString,
-            response_serializer=Envelope.SerializeToString,
+            request_deserializer=decode,
+            response_serializer=encode,
         ),
         "Stop": grpc.unary_unary_rpc_method_handler(
             stop,

@@ -25,7 +25,7 @@ from ...serialization import session as s
 from ...serialization.exceptions import decode_exception, encode_exception
 from ...serialization.task import Task
 from ...serialization.tasks import decode_arguments, decode_routine, dumps, loads
-from ...serialization.wire import Envelope, Output, Pump, Start, StepKind, StopReply, StopRequest
+from ...serialization.wire import Outgoing, Output, Pump, Start, StepKind, StopReply, StopRequest
 from .. import contextvar
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
@@ -41,12 +41,12 @@ log = logging.getLogger(__name__)
 class ServerTransport(Protocol):
     """The worker's end of one Session stream."""
 
-    async def read(self) -> Envelope | None:
-        """The next envelope, or None when the caller finished sending."""
+    async def read(self) -> Outgoing | None:
+        """The next envelope (with its blobs), or None when the caller finished sending."""
         ...
 
-    async def write(self, envelope: Envelope) -> None:
-        """Send one envelope."""
+    async def write(self, envelope: Outgoing) -> None:
+        """Send one envelope (with its blobs)."""
         ...
 
 
@@ -56,11 +56,11 @@ class _GrpcServerTransport:
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self._context = context
 
-    async def read(self) -> Envelope | None:
+    async def read(self) -> Outgoing | None:
         envelope = await self._context.read()
         return None if envelope is grpc.aio.EOF else envelope
 
-    async def write(self, envelope: Envelope) -> None:
+    async def write(self, envelope: Outgoing) -> None:
         await self._context.write(envelope)
 
 
@@ -117,13 +117,15 @@ class _Served:
         self.error: s.ProtocolError | None = None
         self.actors = ActorScope(session.worker)  # actors spawned over this session
 
-    def _take(self) -> list[Envelope]:
+    def _take(self) -> list[Outgoing]:
         envelopes = self.session.data_to_send()
         if envelopes:
             now = time.monotonic()
             if now - self.reported >= _LOAD_EVERY:  # piggyback: no message of its own
                 self.reported = now
-                self._load(envelopes[-1].load)
+                last = envelopes[-1]
+                envelope = last[0] if isinstance(last, tuple) else last
+                self._load(envelope.load)
         return envelopes
 
 
@@ -254,7 +256,7 @@ class WorkerService:
                 )
                 self.instruments.refused(1, busy=True)
                 return
-            self._start(event.call, event.start, served)
+            self._start(event.call, event.start, event.arguments, served)
             return
         call = served.calls.get(event.call)
         if call is None:
@@ -266,10 +268,12 @@ class WorkerService:
             served.session.forget(event.call)
             call.task.cancel()
 
-    def _start(self, call_id: int, start: Start, served: _Served) -> None:
+    def _start(self, call_id: int, start: Start, arguments: Any, served: _Served) -> None:
         call = served.calls[call_id] = _Call(start.generator)
         # owned by the session: ``serve`` waits for or cancels it before it returns
-        task = call.task = served.loop.create_task(self._run(call_id, start, call, served))
+        task = call.task = served.loop.create_task(
+            self._run(call_id, start, arguments, call, served)
+        )
         if not self._running:
             self.on_busy()
         self._running.add(task)
@@ -301,7 +305,7 @@ class WorkerService:
         if not self._running:
             self._idle.set()
 
-    def _decode(self, start: Start) -> Task:
+    def _decode(self, start: Start, arguments: Any) -> Task:
         # the proxy first: it arrives once per session, so it must be kept even
         # when this call's routine or arguments fail to decode
         proxy = self._proxies.restore(start.proxy_id, start.proxy) if start.proxy_id else None
@@ -315,7 +319,7 @@ class WorkerService:
             if len(self._routines) >= 4096:  # routines are few; bound it anyway
                 self._routines.clear()
             self._routines[start.routine] = body
-        args, kwargs = decode_arguments(start.arguments)
+        args, kwargs = decode_arguments(arguments)
         return Task.from_start(start, callable=body, args=args, kwargs=kwargs, proxy=proxy)
 
     def _explain_import_error(self, exc: ImportError, start: Start) -> None:
@@ -327,12 +331,14 @@ class WorkerService:
             "pass `distaff worker --path DIR`)"
         )
 
-    async def _run(self, call_id: int, start: Start, call: _Call, served: _Served) -> None:
+    async def _run(
+        self, call_id: int, start: Start, arguments: Any, call: _Call, served: _Served
+    ) -> None:
         session = served.session
         started = self.instruments.started()
         outcome = "error"
         try:
-            task = self._decode(start)
+            task = self._decode(start, arguments)
             call.routine = getattr(task.callable, "__qualname__", "routine")
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)

@@ -30,12 +30,14 @@ OUTPUT_STDERR: OutputKind
 OUTPUT_LOG: OutputKind
 
 class Envelope(_message.Message):
-    __slots__ = ("frames", "load")
+    __slots__ = ("frames", "load", "blobs")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
     load: Load
-    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., load: _Optional[_Union[Load, _Mapping]] = ...) -> None: ...
+    blobs: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., blobs: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Load(_message.Message):
     __slots__ = ("running", "capacity", "loop_lag")
@@ -84,7 +86,7 @@ class Hello(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., peer: _Optional[str] = ...) -> None: ...
 
 class Start(_message.Message):
-    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt", "context", "chain", "output", "traceparent")
+    __slots__ = ("task_id", "caller", "routine", "arguments", "proxy_id", "proxy", "timeout", "generator", "window", "dispatch_timeout", "attempt", "context", "chain", "output", "traceparent", "arguments_blob")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     ROUTINE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class Start(_message.Message):
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_BLOB_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     caller: str
     routine: bytes
@@ -115,7 +118,8 @@ class Start(_message.Message):
     chain: str
     output: bool
     traceparent: str
-    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ..., context: _Optional[bytes] = ..., chain: _Optional[str] = ..., output: _Optional[bool] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    arguments_blob: int
+    def __init__(self, task_id: _Optional[str] = ..., caller: _Optional[str] = ..., routine: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., proxy_id: _Optional[str] = ..., proxy: _Optional[bytes] = ..., timeout: _Optional[float] = ..., generator: _Optional[bool] = ..., window: _Optional[int] = ..., dispatch_timeout: _Optional[float] = ..., attempt: _Optional[int] = ..., context: _Optional[bytes] = ..., chain: _Optional[str] = ..., output: _Optional[bool] = ..., traceparent: _Optional[str] = ..., arguments_blob: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("kind", "payload", "credit")
@@ -136,12 +140,14 @@ class Ack(_message.Message):
     def __init__(self) -> None: ...
 
 class Value(_message.Message):
-    __slots__ = ("payload", "context")
+    __slots__ = ("payload", "blob", "context")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
+    blob: int
     context: bytes
-    def __init__(self, payload: _Optional[bytes] = ..., context: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, payload: _Optional[bytes] = ..., blob: _Optional[int] = ..., context: _Optional[bytes] = ...) -> None: ...
 
 class Done(_message.Message):
     __slots__ = ("context",)

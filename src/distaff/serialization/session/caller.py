@@ -25,8 +25,9 @@ import enum
 import itertools
 from typing import Any
 
-from ..wire import PROTOCOL_VERSION, Envelope, split_oversized
+from ..wire import DETACH_BYTES, PROTOCOL_VERSION, DecodeError, Envelope, Outgoing, split_oversized
 from ..wire import Output as OutputFrame
+from ..wire import blob as _wire_blob
 
 
 class Phase(enum.Enum):
@@ -177,6 +178,13 @@ class ProtocolError(Exception):
     """The peer sent something the protocol does not allow."""
 
 
+def _blob(blobs: Any, index: int) -> Any:
+    try:
+        return _wire_blob(blobs, index)
+    except DecodeError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
 class CallerSession:
     """The caller's state machine for one Session stream."""
 
@@ -184,6 +192,7 @@ class CallerSession:
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
         self._pending = Envelope()
+        self._blobs: list[bytes] = []  # the large payloads _pending refers to
         self._queued: list[int] = []  # calls whose Start sits in _pending
         self._hello: Envelope | None = Envelope()
         self._hello.frames.add().hello.protocol = PROTOCOL_VERSION
@@ -238,7 +247,12 @@ class CallerSession:
         start = frame.start
         start.task_id = fields.task_id
         start.routine = fields.routine
-        start.arguments = fields.arguments
+        arguments = fields.arguments
+        if len(arguments) < DETACH_BYTES:
+            start.arguments = arguments
+        else:
+            self._blobs.append(arguments)
+            start.arguments_blob = len(self._blobs)
         if fields.caller:
             start.caller = fields.caller
         if fields.proxy_id:
@@ -303,14 +317,16 @@ class CallerSession:
         frames = self._pending.frames
         for index, frame in enumerate(frames):
             if frame.call == call and frame.HasField("start"):
+                if frame.start.arguments_blob:  # keep the other blobs' numbers
+                    self._blobs[frame.start.arguments_blob - 1] = b""
                 del frames[index]
                 # a proxy blob must travel with the next call that names it
                 if frame.start.proxy:
                     self._proxies.discard(frame.start.proxy_id)
                 return
 
-    def data_to_send(self) -> list[Envelope]:
-        """Take what is ready to write, as whole envelopes.
+    def data_to_send(self) -> list[Outgoing]:
+        """Take what is ready to write, as whole envelopes (with their blobs).
 
         Before the worker's hello only our hello goes out: no call can reach a
         worker that has not answered. Starts handed out here become WRITTEN.
@@ -328,16 +344,23 @@ class CallerSession:
             if state is not None:
                 state.phase = Phase.WRITTEN
         self._queued = []
+        if self._blobs:
+            blobs, self._blobs = self._blobs, []
+            return split_oversized(envelope, blobs)
         return split_oversized(envelope)
 
     # what the worker sent, and what happened to the stream
 
-    def receive(self, envelope: Envelope) -> list[Event]:
-        """Apply an envelope from the worker; return the events it caused.
+    def receive(self, message: Outgoing) -> list[Event]:
+        """Apply an envelope (with its blobs) from the worker; return the events it caused.
 
         Raises:
             ProtocolError: a frame the protocol does not allow here.
         """
+        if type(message) is tuple:
+            envelope, blobs = message
+        else:
+            envelope, blobs = message, ()  # type: ignore[assignment]
         events: list[Event] = []
         for frame in envelope.frames:
             kind = frame.WhichOneof("kind")
@@ -382,11 +405,12 @@ class CallerSession:
                 continue
             if kind == "value":
                 value = frame.value
+                payload = value.payload if not value.blob else _blob(blobs, value.blob)
                 if state.generator:
-                    events.append(Item(call, state.owner, value.payload, value.context))
+                    events.append(Item(call, state.owner, payload, value.context))
                     continue
                 del self._calls[call]
-                events.append(Result(call, state.owner, value.payload, value.context))
+                events.append(Result(call, state.owner, payload, value.context))
             elif kind == "done":
                 del self._calls[call]
                 events.append(Done(call, state.owner, frame.done.context))

@@ -12,8 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
 
-from ..wire import PROTOCOL_VERSION, Envelope, Frame, Output, Start, Step, split_oversized
+from ..wire import (
+    DETACH_BYTES,
+    PROTOCOL_VERSION,
+    DecodeError,
+    Envelope,
+    Frame,
+    Outgoing,
+    Output,
+    Start,
+    Step,
+    blob,
+    split_oversized,
+)
 from .caller import ProtocolError
 
 
@@ -28,6 +41,7 @@ class Started:
 
     call: int
     start: Start
+    arguments: Any  # the pickled arguments: bytes, or a slice of the received message
 
 
 @dataclasses.dataclass(slots=True)
@@ -63,6 +77,7 @@ class WorkerSession:
         self._calls: dict[int, _State] = {}
         self._highest = 0  # call ids only grow: one at or below it is a replay
         self._pending = Envelope()
+        self._blobs: list[bytes] = []  # the large payloads _pending refers to
         self.rejected = 0  # calls refused without starting
 
     @property
@@ -78,13 +93,17 @@ class WorkerSession:
         """True when ``data_to_send`` would return something."""
         return len(self._pending.frames) > 0
 
-    def receive(self, envelope: Envelope) -> list[WorkerEvent]:
-        """Apply an envelope from the caller; return what to do.
+    def receive(self, message: Outgoing) -> list[WorkerEvent]:
+        """Apply an envelope (with its blobs) from the caller; return what to do.
 
         Raises:
             ProtocolError: a bad hello (the message says what to install), or
                 a frame the protocol does not allow.
         """
+        if type(message) is tuple:
+            envelope, blobs = message
+        else:
+            envelope, blobs = message, ()  # type: ignore[assignment]
         frames = envelope.frames
         events: list[WorkerEvent] = []
         first = 0
@@ -115,8 +134,16 @@ class WorkerSession:
                     self._final(call).reject.reason = "the worker is draining"
                     self.rejected += 1
                     continue
+                start = frame.start
+                if start.arguments_blob:
+                    try:
+                        arguments = blob(blobs, start.arguments_blob)
+                    except DecodeError as exc:
+                        raise ProtocolError(str(exc)) from None
+                else:
+                    arguments = start.arguments
                 self._calls[call] = _State.RUNNING
-                events.append(Started(call, frame.start))
+                events.append(Started(call, start, arguments))
             elif kind == "step":
                 if call in self._calls:
                     events.append(Stepped(call, frame.step))
@@ -143,7 +170,7 @@ class WorkerSession:
             frame = self._pending.frames.add()
             frame.call = call
             value = frame.value
-            value.payload = payload
+            self._set_payload(value, payload)
             if context:
                 value.context = context
 
@@ -158,7 +185,7 @@ class WorkerSession:
         """Final: a coroutine call returned ``payload``."""
         if self._calls.pop(call, None) is not None:
             value = self._final(call).value
-            value.payload = payload
+            self._set_payload(value, payload)
             if context:
                 value.context = context
 
@@ -197,14 +224,24 @@ class WorkerSession:
             if self._greeted:
                 self._pending.frames.add().drain.SetInParent()
 
+    def _set_payload(self, value: Any, payload: bytes) -> None:
+        if len(payload) < DETACH_BYTES:
+            value.payload = payload
+        else:
+            self._blobs.append(payload)
+            value.blob = len(self._blobs)
+
     def _final(self, call: int) -> Frame:
         frame = self._pending.frames.add()
         frame.call = call
         return frame
 
-    def data_to_send(self) -> list[Envelope]:
-        """Take the queued frames as whole envelopes."""
+    def data_to_send(self) -> list[Outgoing]:
+        """Take the queued frames as whole envelopes (with their blobs)."""
         if not self._pending.frames:
             return []
         envelope, self._pending = self._pending, Envelope()
+        if self._blobs:
+            blobs, self._blobs = self._blobs, []
+            return split_oversized(envelope, blobs)
         return split_oversized(envelope)
