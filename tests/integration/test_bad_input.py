@@ -166,7 +166,12 @@ def valid_envelopes() -> list[bytes]:
     step.step.kind = wire.StepKind.STEP_NEXT
     steps.frames.add().call = 1
     steps.frames[1].cancel.SetInParent()
-    return [e.SerializeToString() for e in (hello, call, steps)]
+    detached = wire.Envelope()  # the same call, its arguments sent as a blob
+    detached.CopyFrom(call)
+    detached.frames[1].start.ClearField("arguments")
+    detached.frames[1].start.arguments_blob = 1
+    seeds = [e.SerializeToString() for e in (hello, call, steps)]
+    return [*seeds, wire.encode((detached, [arguments]))]
 
 
 HELLO, *_ = SEEDS = valid_envelopes()
@@ -242,12 +247,23 @@ async def test_worker_serves_normally_after_garbage_on_its_sessions(
     workers = pool.proxy.workers
     (worker,) = workers
     garbage = [b"\xff" * 64, HELLO + b"\x0a\x05\x1a\x03\xff\xff\xff", b""]
+    missing = wire.Envelope()  # a call whose arguments name a blob the message lacks
+    missing.ParseFromString(SEEDS[1])
+    missing.frames[1].start.arguments_blob = 3
+    blobs = [
+        b"\x7a\xff",  # a blob whose length is cut off
+        b"\x7a\x10abc" + HELLO,  # a blob longer than the message
+        wire.encode((missing, [b"one"])),
+    ]
 
     statuses = [await send_raw(worker.address, [message]) for message in garbage]
+    blob_statuses = [await send_raw(worker.address, [message]) for message in blobs]
 
     assert statuses[0] not in (None, grpc.StatusCode.OK)  # not an Envelope at all
     assert statuses[1] not in (None, grpc.StatusCode.OK)  # a hello, then a corrupt frame
     assert statuses[2] == grpc.StatusCode.FAILED_PRECONDITION  # an empty first envelope
+    assert None not in blob_statuses
+    assert grpc.StatusCode.OK not in blob_statuses
     await assert_healthy(pool, workers)
 
 
