@@ -29,12 +29,12 @@ def large(what: str) -> bytes:
     return what.encode().ljust(wire.DETACH_BYTES, b".")
 
 
-def through_the_wire(message: wire.Outgoing) -> wire.Outgoing:
+def through_the_wire(message: wire.Message) -> wire.Message:
     """What the peer's deserializer makes of ``message`` (blobs become slices)."""
     return wire.decode(wire.encode(message))
 
 
-def envelope_of(message: wire.Outgoing) -> Envelope:
+def envelope_of(message: wire.Message) -> Envelope:
     return message[0] if isinstance(message, tuple) else message
 
 
@@ -57,8 +57,8 @@ class Link:
     def __init__(self, worker: str) -> None:
         self.caller = s.CallerSession()
         self.worker = s.WorkerSession(worker)
-        self.to_worker: collections.deque[wire.Outgoing] = collections.deque()
-        self.to_caller: collections.deque[wire.Outgoing] = collections.deque()
+        self.to_worker: collections.deque[wire.Message] = collections.deque()
+        self.to_caller: collections.deque[wire.Message] = collections.deque()
         self.running: dict[int, tuple[str, bool]] = {}  # worker call -> task id, generator
 
 

@@ -24,7 +24,7 @@ from ..balancers.base import ConnectionStatistics
 from ..serialization import rpc
 from ..serialization import session as s
 from ..serialization.task import Task
-from ..serialization.wire import MAX_MESSAGE_BYTES, Pump
+from ..serialization.wire import MAX_MESSAGE_BYTES, Pump, unpack
 from .call import RemoteCall
 from .transport import GrpcTransport, Transport, map_rpc_error
 
@@ -150,9 +150,9 @@ class _SessionDriver:
     async def _read(self) -> RpcError:
         try:
             while (message := await self._transport.read()) is not None:
-                envelope = message[0] if type(message) is tuple else message
-                if envelope.HasField("load"):  # type: ignore[union-attr]
-                    self._connection._reported(envelope.load)  # type: ignore[union-attr]
+                envelope, _ = unpack(message)
+                if envelope.HasField("load"):
+                    self._connection._reported(envelope.load)
                 self._deliver(self.session.receive(message))
                 if self.session.has_data():
                     self._pump.wake()

@@ -15,7 +15,7 @@ import grpc.aio
 
 from .._exceptions import RpcError, StatusCode, TransientRpcError
 from ..serialization import rpc
-from ..serialization.wire import Outgoing
+from ..serialization.wire import Message
 
 _TLS_HINT = (
     " (over TLS: check that the worker's certificate is signed by the pool's CA, "
@@ -42,7 +42,7 @@ def map_rpc_error(error: grpc.aio.AioRpcError, target: str, *, secure: bool = Fa
 class Transport(Protocol):
     """One bidirectional stream of envelopes to a worker."""
 
-    async def read(self) -> Outgoing | None:
+    async def read(self) -> Message | None:
         """The next envelope (with its blobs), or None when the worker ended the stream.
 
         Raises:
@@ -50,7 +50,7 @@ class Transport(Protocol):
         """
         ...
 
-    async def write(self, envelope: Outgoing) -> None:
+    async def write(self, envelope: Message) -> None:
         """Send one envelope (with its blobs). Raises RpcError if the stream broke."""
         ...
 
@@ -77,7 +77,7 @@ class GrpcTransport:
     def _error(self, error: grpc.aio.AioRpcError) -> RpcError:
         return map_rpc_error(error, self.target, secure=self._secure and not self._spoke)
 
-    async def read(self) -> Outgoing | None:
+    async def read(self) -> Message | None:
         """The next envelope (with its blobs), or None at the end of the stream."""
         try:
             envelope = await self._call.read()
@@ -86,10 +86,10 @@ class GrpcTransport:
         if envelope is grpc.aio.EOF:
             return None
         self._spoke = True
-        result: Outgoing = envelope
+        result: Message = envelope
         return result
 
-    async def write(self, envelope: Outgoing) -> None:
+    async def write(self, envelope: Message) -> None:
         """Send one envelope."""
         try:
             await self._call.write(envelope)

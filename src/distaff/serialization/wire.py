@@ -50,9 +50,9 @@ StepKind = pb.StepKind
 StopRequest = pb.StopRequest
 StopReply = pb.StopReply
 
-# What a session hands its transport: an envelope, or an envelope with the
+# What travels on a Session stream: an envelope, or an envelope with the
 # blobs its frames refer to (index + 1). Received blobs are memoryviews.
-Outgoing = pb.Envelope | tuple[pb.Envelope, list[Any]]
+Message = pb.Envelope | tuple[pb.Envelope, list[Any]]
 
 __all__ = [
     "DETACH_BYTES",
@@ -60,7 +60,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Envelope",
     "Frame",
-    "Outgoing",
+    "Message",
     "Output",
     "OutputKind",
     "Pump",
@@ -72,6 +72,7 @@ __all__ = [
     "decode",
     "encode",
     "split_oversized",
+    "unpack",
 ]
 
 _BLOB_TAG = 0x7A  # field 15 (blobs), length-delimited
@@ -91,7 +92,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def encode(message: Outgoing) -> bytes:
+def encode(message: Message) -> bytes:
     """Serialize what a session sends: its blobs first, then the envelope."""
     if type(message) is not tuple:
         return message.SerializeToString()  # type: ignore[union-attr]
@@ -104,7 +105,7 @@ def encode(message: Outgoing) -> bytes:
     return b"".join(parts)
 
 
-def decode(data: bytes) -> Outgoing:
+def decode(data: bytes) -> Message:
     """Parse a received message; leading blobs become slices of ``data``, not copies.
 
     Raises:
@@ -137,20 +138,20 @@ def decode(data: bytes) -> Outgoing:
     return pb.Envelope.FromString(view[position:]), blobs  # type: ignore[arg-type]
 
 
-def blob(blobs: Any, index: int) -> Any:
-    """The blob a frame refers to (``index`` is 1-based), or raise DecodeError."""
-    if not 0 < index <= len(blobs):
-        raise DecodeError(f"a frame refers to blob {index} of {len(blobs)}")
-    return blobs[index - 1]
+def unpack(message: Message) -> tuple[pb.Envelope, Any]:
+    """``(envelope, blobs)`` of a message; no blobs is an empty tuple."""
+    if type(message) is tuple:
+        return message
+    return message, ()  # type: ignore[return-value]
 
 
-def split_oversized(envelope: pb.Envelope, blobs: list[Any] | None = None) -> list[Outgoing]:
+def split_oversized(envelope: pb.Envelope, blobs: list[Any] | None = None) -> list[Message]:
     """``[envelope]`` (with its blobs), or one per frame if together they exceed the limit."""
     size = envelope.ByteSize()
     if blobs:
         size += sum(len(b) for b in blobs)
     if len(envelope.frames) > 1 and size > MAX_MESSAGE_BYTES:
-        singles: list[Outgoing] = []
+        singles: list[Message] = []
         for frame in envelope.frames:
             single = pb.Envelope()
             single.frames.append(frame)
@@ -211,8 +212,8 @@ class Pump:
 
     def __init__(
         self,
-        take: Callable[[], list[Outgoing]],
-        write: Callable[[Outgoing], Coroutine[Any, Any, object]],
+        take: Callable[[], list[Message]],
+        write: Callable[[Message], Coroutine[Any, Any, object]],
     ) -> None:
         self._take = take
         self._write = write
@@ -222,7 +223,7 @@ class Pump:
         self._scheduled = False  # a flush is due at the loop's next turn
         self._loop = asyncio.get_running_loop()
         self._writing: Coroutine[Any, Any, object] | None = None  # the write in flight
-        self._pending: collections.deque[Outgoing] = collections.deque()
+        self._pending: collections.deque[Message] = collections.deque()
         self._error: BaseException | None = None
         self._done: asyncio.Future[None] | None = None
         # the write's later steps run in callbacks, all in one context of their own

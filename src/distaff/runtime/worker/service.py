@@ -25,7 +25,16 @@ from ...serialization import session as s
 from ...serialization.exceptions import decode_exception, encode_exception
 from ...serialization.task import Task
 from ...serialization.tasks import decode_arguments, decode_routine, dumps, loads
-from ...serialization.wire import Outgoing, Output, Pump, Start, StepKind, StopReply, StopRequest
+from ...serialization.wire import (
+    Message,
+    Output,
+    Pump,
+    Start,
+    StepKind,
+    StopReply,
+    StopRequest,
+    unpack,
+)
 from .. import contextvar
 from ..context import current_proxy_var, current_task_var
 from ..routine import enter_task_deadlines
@@ -41,11 +50,11 @@ log = logging.getLogger(__name__)
 class ServerTransport(Protocol):
     """The worker's end of one Session stream."""
 
-    async def read(self) -> Outgoing | None:
+    async def read(self) -> Message | None:
         """The next envelope (with its blobs), or None when the caller finished sending."""
         ...
 
-    async def write(self, envelope: Outgoing) -> None:
+    async def write(self, envelope: Message) -> None:
         """Send one envelope (with its blobs)."""
         ...
 
@@ -56,11 +65,11 @@ class _GrpcServerTransport:
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self._context = context
 
-    async def read(self) -> Outgoing | None:
+    async def read(self) -> Message | None:
         envelope = await self._context.read()
         return None if envelope is grpc.aio.EOF else envelope
 
-    async def write(self, envelope: Outgoing) -> None:
+    async def write(self, envelope: Message) -> None:
         await self._context.write(envelope)
 
 
@@ -117,14 +126,13 @@ class _Served:
         self.error: s.ProtocolError | None = None
         self.actors = ActorScope(session.worker)  # actors spawned over this session
 
-    def _take(self) -> list[Outgoing]:
+    def _take(self) -> list[Message]:
         envelopes = self.session.data_to_send()
         if envelopes:
             now = time.monotonic()
             if now - self.reported >= _LOAD_EVERY:  # piggyback: no message of its own
                 self.reported = now
-                last = envelopes[-1]
-                envelope = last[0] if isinstance(last, tuple) else last
+                envelope, _ = unpack(envelopes[-1])
                 self._load(envelope.load)
         return envelopes
 

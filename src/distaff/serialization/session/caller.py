@@ -25,9 +25,8 @@ import enum
 import itertools
 from typing import Any
 
-from ..wire import DETACH_BYTES, PROTOCOL_VERSION, DecodeError, Envelope, Outgoing, split_oversized
+from ..wire import DETACH_BYTES, PROTOCOL_VERSION, Envelope, Message, split_oversized, unpack
 from ..wire import Output as OutputFrame
-from ..wire import blob as _wire_blob
 
 
 class Phase(enum.Enum):
@@ -178,11 +177,11 @@ class ProtocolError(Exception):
     """The peer sent something the protocol does not allow."""
 
 
-def _blob(blobs: Any, index: int) -> Any:
-    try:
-        return _wire_blob(blobs, index)
-    except DecodeError as exc:
-        raise ProtocolError(str(exc)) from None
+def take_blob(blobs: Any, index: int) -> Any:
+    """The blob a frame refers to (``index`` is 1-based), or raise ProtocolError."""
+    if not 0 < index <= len(blobs):
+        raise ProtocolError(f"a frame refers to blob {index} of {len(blobs)}")
+    return blobs[index - 1]
 
 
 class CallerSession:
@@ -325,7 +324,7 @@ class CallerSession:
                     self._proxies.discard(frame.start.proxy_id)
                 return
 
-    def data_to_send(self) -> list[Outgoing]:
+    def data_to_send(self) -> list[Message]:
         """Take what is ready to write, as whole envelopes (with their blobs).
 
         Before the worker's hello only our hello goes out: no call can reach a
@@ -351,16 +350,13 @@ class CallerSession:
 
     # what the worker sent, and what happened to the stream
 
-    def receive(self, message: Outgoing) -> list[Event]:
+    def receive(self, message: Message) -> list[Event]:
         """Apply an envelope (with its blobs) from the worker; return the events it caused.
 
         Raises:
             ProtocolError: a frame the protocol does not allow here.
         """
-        if type(message) is tuple:
-            envelope, blobs = message
-        else:
-            envelope, blobs = message, ()  # type: ignore[assignment]
+        envelope, blobs = unpack(message)
         events: list[Event] = []
         for frame in envelope.frames:
             kind = frame.WhichOneof("kind")
@@ -405,7 +401,7 @@ class CallerSession:
                 continue
             if kind == "value":
                 value = frame.value
-                payload = value.payload if not value.blob else _blob(blobs, value.blob)
+                payload = value.payload if not value.blob else take_blob(blobs, value.blob)
                 if state.generator:
                     events.append(Item(call, state.owner, payload, value.context))
                     continue

@@ -17,17 +17,16 @@ from typing import Any
 from ..wire import (
     DETACH_BYTES,
     PROTOCOL_VERSION,
-    DecodeError,
     Envelope,
     Frame,
-    Outgoing,
+    Message,
     Output,
     Start,
     Step,
-    blob,
     split_oversized,
+    unpack,
 )
-from .caller import ProtocolError
+from .caller import ProtocolError, take_blob
 
 
 class _State(enum.Enum):
@@ -93,17 +92,14 @@ class WorkerSession:
         """True when ``data_to_send`` would return something."""
         return len(self._pending.frames) > 0
 
-    def receive(self, message: Outgoing) -> list[WorkerEvent]:
+    def receive(self, message: Message) -> list[WorkerEvent]:
         """Apply an envelope (with its blobs) from the caller; return what to do.
 
         Raises:
             ProtocolError: a bad hello (the message says what to install), or
                 a frame the protocol does not allow.
         """
-        if type(message) is tuple:
-            envelope, blobs = message
-        else:
-            envelope, blobs = message, ()  # type: ignore[assignment]
+        envelope, blobs = unpack(message)
         frames = envelope.frames
         events: list[WorkerEvent] = []
         first = 0
@@ -136,10 +132,7 @@ class WorkerSession:
                     continue
                 start = frame.start
                 if start.arguments_blob:
-                    try:
-                        arguments = blob(blobs, start.arguments_blob)
-                    except DecodeError as exc:
-                        raise ProtocolError(str(exc)) from None
+                    arguments = take_blob(blobs, start.arguments_blob)
                 else:
                     arguments = start.arguments
                 self._calls[call] = _State.RUNNING
@@ -236,7 +229,7 @@ class WorkerSession:
         frame.call = call
         return frame
 
-    def data_to_send(self) -> list[Outgoing]:
+    def data_to_send(self) -> list[Message]:
         """Take the queued frames as whole envelopes (with their blobs)."""
         if not self._pending.frames:
             return []
