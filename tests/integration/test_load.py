@@ -37,17 +37,29 @@ async def test_least_loaded_keeps_quick_calls_off_a_stuck_worker() -> None:
     assert sum(pid != hog_pid for pid in quick) == 40
 
 
-async def test_a_busy_worker_refuses_and_the_call_waits_for_a_free_one() -> None:
+async def test_a_busy_worker_refuses_and_the_call_waits_for_a_free_one(
+    tmp_path: pathlib.Path,
+) -> None:
+    markers = [tmp_path / "first", tmp_path / "second"]
+    started = [pathlib.Path(f"{marker}.started") for marker in markers]
+
+    def running() -> set[int]:
+        """PIDs of the workers the two blocks run on, once both have started."""
+        texts = [path.read_text() if path.exists() else "" for path in started]
+        return {int(text) for text in texts} if all(texts) else set()
+
     async with distaff.WorkerPool(spawn=2, max_concurrency=1) as pool:
-        first = asyncio.create_task(lr.nap(1.0))
-        second = asyncio.create_task(lr.nap(1.0))
-        async with asyncio.timeout(10):
-            while pool.proxy.in_flight() < 2:
-                await asyncio.sleep(0.005)
+        blocks = [asyncio.create_task(fr.block(str(marker), 2.0)) for marker in markers]
+        # both run on a worker: handed over is not enough, since a later call
+        # could reach a worker ahead of one still on its way, run, and be gone
+        await fr.wait_until(lambda: bool(running()) or any(b.done() for b in blocks))
+        pids = running()
+        assert len(pids) == 2, blocks  # one each: the limit is one call per worker
 
         third = await lr.nap(0.0)  # every worker is busy: it waits, then runs
 
-        assert third in {await first, await second}
+        assert await asyncio.gather(*blocks) == ["finished", "finished"]
+        assert third in pids
         refused = sum(c.statistics().failed for c in pool.proxy.context.workers.values())
         assert refused >= 1  # at least one busy refusal happened on the way
 
