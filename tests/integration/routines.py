@@ -209,3 +209,17 @@ async def blocks(n: int, size: int) -> AsyncGenerator[bytes, None]:
     """Stream ``n`` blocks of ``size`` bytes, block i filled with i."""
     for i in range(n):
         yield bytes([i % 256]) * size
+
+
+@distaff.routine
+async def echo_sent() -> AsyncGenerator[Any, Any]:
+    """Yield back each value sent in, from ``None`` on."""
+    sent = None
+    while True:
+        sent = yield sent
+
+
+@distaff.routine
+async def loop_module() -> str:
+    """The top-level module of the class of the event loop this call runs on."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]

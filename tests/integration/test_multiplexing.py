@@ -91,7 +91,12 @@ async def test_large_and_small_payloads_share_a_stream_and_arrive_exact() -> Non
     async with distaff.WorkerPool(spawn=1):
         echoed = await asyncio.gather(*(r.echo(v) for v in values * 3))
         streamed = [block async for block in r.blocks(6, 200_000)]
+        stream = r.echo_sent()
+        await stream.asend(None)
+        sent_back = [await stream.asend(v) for v in values]
+        await stream.aclose()
 
     assert echoed == values * 3
+    assert sent_back == values
     assert [type(v) for v in echoed] == [type(v) for v in values * 3]
     assert streamed == [bytes([i]) * 200_000 for i in range(6)]

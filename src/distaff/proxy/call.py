@@ -192,7 +192,7 @@ class RemoteCall:
         if value is None:
             self._link.step(self.id, StepKind.STEP_NEXT)
         else:
-            self._link.step(self.id, StepKind.STEP_SEND, dumps(value, what="the value sent"))
+            self._link.step(self.id, StepKind.STEP_SEND, bytes(dumps(value, what="the value sent")))
         return await self._receive()
 
     async def _pull(self) -> Any:

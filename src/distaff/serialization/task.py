@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from .session import StartFields
 from .tasks import encode_arguments, encode_routine
+from .wire import Payload
 
 
 class ShippedProxyLike(Protocol):
@@ -86,10 +87,10 @@ class Task:
     chain: str | None = None
     output: bool = False
     traceparent: str = ""
-    _encoded: tuple[bytes, bytes] | None = dataclasses.field(default=None, init=False, repr=False)
+    _encoded: tuple[bytes, Payload] | None = dataclasses.field(default=None, init=False, repr=False)
     _fields: StartFields | None = dataclasses.field(default=None, init=False, repr=False)
 
-    def encode(self) -> tuple[bytes, bytes]:
+    def encode(self) -> tuple[bytes, Payload]:
         """Return ``(routine, arguments)`` blobs, pickled once per task.
 
         Raises:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, cast
 import cloudpickle
 
 from .._exceptions import SerializationError
-from .wire import MAX_MESSAGE_BYTES, check_size
+from .wire import DETACH_BYTES, MAX_MESSAGE_BYTES, Payload, Pieces, check_size
 
 _BY_REFERENCE = b"R"
 _BY_VALUE = b"V"
@@ -113,37 +113,89 @@ def decode_routine(blob: bytes) -> Callable[..., Any]:
 _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray})
 _PLAIN_LENGTH = 16  # longer containers are not scanned: cloudpickle takes them
 _PLAIN_DEPTH = 3
+# what _plainness finds (flags)
+_PLAIN = 1
+_BULKY = 2  # a bytes or str of DETACH_BYTES or more, which the pickler need not copy
 
 
-def is_plain(value: Any, depth: int = 0) -> bool:
-    """True if ``value`` holds only builtin scalars, in small tuples, lists and str-keyed dicts."""
+def _plainness(value: Any, depth: int = 0) -> int:
+    """``_PLAIN`` (with ``_BULKY`` if it holds a large bytes or str), or 0: not plain.
+
+    Plain: only builtin scalars, in small tuples, lists and str-keyed dicts.
+    """
     kind = type(value)
     if kind in _ATOMS:
-        return True
+        if (kind is bytes or kind is str) and len(value) >= DETACH_BYTES:
+            return _PLAIN | _BULKY
+        return _PLAIN
     if depth >= _PLAIN_DEPTH:
-        return False
+        return 0
     if kind is tuple or kind is list:
-        if len(value) > _PLAIN_LENGTH:
-            return False
-        for item in value:
-            if type(item) not in _ATOMS and not is_plain(item, depth + 1):
-                return False
-        return True
+        return _plain_items(value, depth + 1) if len(value) <= _PLAIN_LENGTH else 0
     if kind is dict:
-        if len(value) > _PLAIN_LENGTH:
-            return False
-        for key, item in value.items():
-            if type(key) is not str or (type(item) not in _ATOMS and not is_plain(item, depth + 1)):
-                return False
-        return True
-    return False
+        return _plain_entries(value, depth + 1) if len(value) <= _PLAIN_LENGTH else 0
+    return 0
 
 
-def _pickle(value: Any) -> bytes:
-    """Pickle ``value``: the C pickler for plain builtins, cloudpickle otherwise."""
-    if is_plain(value):
+def _plain_items(items: Any, depth: int) -> int:
+    """``_plainness`` of a sequence's items, each at ``depth``."""
+    found = _PLAIN
+    for item in items:
+        kind = type(item)
+        if kind is bytes or kind is str:
+            if len(item) >= DETACH_BYTES:
+                found |= _BULKY
+        elif kind not in _ATOMS:
+            inner = _plainness(item, depth)
+            if not inner:
+                return 0
+            found |= inner
+    return found
+
+
+def _plain_entries(entries: dict[Any, Any], depth: int) -> int:
+    """``_plainness`` of a dict's entries: str keys, values at ``depth``."""
+    for key in entries:
+        if type(key) is not str:
+            return 0
+    return _plain_items(entries.values(), depth)
+
+
+def is_plain(value: Any) -> bool:
+    """True if ``value`` holds only builtin scalars, in small tuples, lists and str-keyed dicts."""
+    return bool(_plainness(value))
+
+
+class _Written(list):  # type: ignore[type-arg]
+    """A file for a pickler to write to: keeps each write as it came."""
+
+    write = list.append
+
+
+def _pickle_to_pieces(pickler: Callable[..., Any], value: Any) -> Payload:
+    """Pickle ``value`` to a file, keeping the large bytes it writes whole as pieces."""
+    written = _Written()
+    pickler(written, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    if len(written) == 1:
+        return bytes(written[0])
+    parts: list[bytes] = []
+    for part in written:
+        if type(part) is not bytes:  # mutable (a bytearray, an array's buffer): copy it now
+            part = bytes(part.raw() if type(part) is pickle.PickleBuffer else part)
+        parts.append(part)
+    pieces = Pieces(parts)
+    return pieces if pieces.size >= DETACH_BYTES else bytes(pieces)
+
+
+def _pickle(value: Any, plain: int) -> Payload:
+    """Pickle ``value``: the C pickler if ``plain`` (its ``_plainness``), cloudpickle otherwise.
+
+    A payload holding a large bytes or str comes back as Pieces, so that the
+    bytes are copied once, into the message, instead of twice.
+    """
+    if plain == _PLAIN:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    return _pickle_to_pieces(pickle.Pickler if plain else cloudpickle.Pickler, value)
 
 
 def _name_culprit(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
@@ -160,10 +212,18 @@ def _name_culprit(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     return "the arguments"
 
 
-def encode_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, routine: str) -> bytes:
+def encode_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, routine: str) -> Payload:
     """Pickle ``(args, kwargs)``; an unpicklable one raises, naming it."""
+    kwargs = dict(kwargs)
+    # the _plainness of (args, kwargs), without a call for each of the three
+    plain = 0
+    if len(args) <= _PLAIN_LENGTH and len(kwargs) <= _PLAIN_LENGTH:
+        plain = _plain_items(args, 2)
+        if plain and kwargs:
+            entries = _plain_entries(kwargs, 2)
+            plain = plain | entries if entries else 0
     try:
-        data = _pickle((args, dict(kwargs)))
+        data = _pickle((args, kwargs), plain)
     except Exception as exc:
         culprit = _name_culprit(args, kwargs)
         raise SerializationError(f"cannot send {culprit} to routine {routine!r}: {exc}") from exc
@@ -177,11 +237,11 @@ def decode_arguments(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
-def dumps(value: Any, *, what: str, of: Callable[..., Any] | None = None) -> bytes:
+def dumps(value: Any, *, what: str, of: Callable[..., Any] | None = None) -> Payload:
     """Pickle a result, yielded or sent value; failures name ``what`` (``of`` a routine)."""
     owner = ""
     try:
-        data = _pickle(value)
+        data = _pickle(value, _plainness(value))
     except Exception as exc:
         owner = f" by {getattr(of, '__qualname__', of)!r}" if of is not None else ""
         raise SerializationError(

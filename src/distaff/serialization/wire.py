@@ -19,7 +19,9 @@ PROTOCOL_VERSION = 4
 # each is copied once into the outgoing bytes and read back as a slice of
 # the incoming ones, instead of into and out of a protobuf message on each
 # side (four copies of every large argument and result, each a few hundred
-# microseconds per MiB when the caches are cold).
+# microseconds per MiB when the caches are cold). It is also the size from
+# which the C pickler hands a bytes or str over whole instead of copying it
+# into its output (pickle's FRAME_SIZE_TARGET): see Pieces.
 DETACH_BYTES = 64 * 1024
 
 # The largest gRPC message either side sends or accepts. Calls, results and
@@ -39,6 +41,35 @@ def check_size(size: int, what: str) -> None:
             "raise the limit by setting DISTAFF_MAX_MESSAGE_BYTES for callers and workers"
         )
 
+
+class Pieces:
+    """A large payload kept as the pieces a pickler wrote, until one join.
+
+    Pickling to a file, the C pickler writes a ``bytes`` or ``str`` of
+    ``DETACH_BYTES`` or more as a piece of its own (the object itself, or
+    its UTF-8 encoding) instead of copying it into its output. Kept apart,
+    such a payload is copied once, into the outgoing message, rather than
+    twice. Only immutable pieces are kept: a value changed after its call
+    was queued cannot change what is sent.
+
+    ``len`` is the size of the joined payload; ``bytes`` joins it.
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+        self.size = sum(len(part) for part in parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+# A pickled argument tuple, result or value: whole, or in pieces (large only).
+Payload = bytes | Pieces
 
 Envelope = pb.Envelope
 Frame = pb.Frame
@@ -63,6 +94,8 @@ __all__ = [
     "Message",
     "Output",
     "OutputKind",
+    "Payload",
+    "Pieces",
     "Pump",
     "Start",
     "Step",
@@ -100,7 +133,10 @@ def encode(message: Message) -> bytes:
     parts: list[Any] = []
     for blob in blobs:
         parts.append(_BLOB_TAG_BYTE + _varint(len(blob)))
-        parts.append(blob)
+        if type(blob) is Pieces:
+            parts.extend(blob.parts)
+        else:
+            parts.append(blob)
     parts.append(envelope.SerializeToString())
     return b"".join(parts)
 

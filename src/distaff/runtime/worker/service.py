@@ -426,8 +426,9 @@ class WorkerService:
                     call.flush_output()
                     session.done(call_id, _changes(call))
                     return
-                payload = dumps(value, what="a value yielded", of=task.callable)
-                session.item(call_id, payload, _changes(call))
+                session.item(
+                    call_id, dumps(value, what="a value yielded", of=task.callable), _changes(call)
+                )
                 pump.wake()
                 self.instruments.item(call.routine)
                 credit = max(credit - 1, 0)

@@ -25,7 +25,15 @@ import enum
 import itertools
 from typing import Any
 
-from ..wire import DETACH_BYTES, PROTOCOL_VERSION, Envelope, Message, split_oversized, unpack
+from ..wire import (
+    DETACH_BYTES,
+    PROTOCOL_VERSION,
+    Envelope,
+    Message,
+    Payload,
+    split_oversized,
+    unpack,
+)
 from ..wire import Output as OutputFrame
 
 
@@ -52,7 +60,7 @@ class StartFields:
 
     task_id: str
     routine: bytes
-    arguments: bytes
+    arguments: Payload
     caller: str = ""
     proxy_id: str = ""
     proxy: bytes = b""
@@ -191,7 +199,7 @@ class CallerSession:
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
         self._pending = Envelope()
-        self._blobs: list[bytes] = []  # the large payloads _pending refers to
+        self._blobs: list[Payload] = []  # the large payloads _pending refers to
         self._queued: list[int] = []  # calls whose Start sits in _pending
         self._hello: Envelope | None = Envelope()
         self._hello.frames.add().hello.protocol = PROTOCOL_VERSION
@@ -247,7 +255,7 @@ class CallerSession:
         start.task_id = fields.task_id
         start.routine = fields.routine
         arguments = fields.arguments
-        if len(arguments) < DETACH_BYTES:
+        if isinstance(arguments, bytes) and len(arguments) < DETACH_BYTES:
             start.arguments = arguments
         else:
             self._blobs.append(arguments)

@@ -21,6 +21,7 @@ from ..wire import (
     Frame,
     Message,
     Output,
+    Payload,
     Start,
     Step,
     split_oversized,
@@ -76,7 +77,7 @@ class WorkerSession:
         self._calls: dict[int, _State] = {}
         self._highest = 0  # call ids only grow: one at or below it is a replay
         self._pending = Envelope()
-        self._blobs: list[bytes] = []  # the large payloads _pending refers to
+        self._blobs: list[Payload] = []  # the large payloads _pending refers to
         self.rejected = 0  # calls refused without starting
 
     @property
@@ -157,7 +158,7 @@ class WorkerSession:
             frame.call = call
             frame.ack.SetInParent()
 
-    def item(self, call: int, payload: bytes, context: bytes = b"") -> None:
+    def item(self, call: int, payload: Payload, context: bytes = b"") -> None:
         """A generator call yielded ``payload`` (``context``: ContextVar changes)."""
         if call in self._calls:
             frame = self._pending.frames.add()
@@ -174,7 +175,7 @@ class WorkerSession:
             frame.call = call
             frame.output.CopyFrom(output)
 
-    def result(self, call: int, payload: bytes, context: bytes = b"") -> None:
+    def result(self, call: int, payload: Payload, context: bytes = b"") -> None:
         """Final: a coroutine call returned ``payload``."""
         if self._calls.pop(call, None) is not None:
             value = self._final(call).value
@@ -217,8 +218,8 @@ class WorkerSession:
             if self._greeted:
                 self._pending.frames.add().drain.SetInParent()
 
-    def _set_payload(self, value: Any, payload: bytes) -> None:
-        if len(payload) < DETACH_BYTES:
+    def _set_payload(self, value: Any, payload: Payload) -> None:
+        if isinstance(payload, bytes) and len(payload) < DETACH_BYTES:
             value.payload = payload
         else:
             self._blobs.append(payload)
