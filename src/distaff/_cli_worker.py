@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .runtime.worker import loops
+
 
 def add_cluster_options(worker: argparse.ArgumentParser) -> None:
     """Add --health-port, --advertise, --token-file, --server-name (and a test-only option)."""
@@ -38,6 +40,14 @@ def add_cluster_options(worker: argparse.ArgumentParser) -> None:
         help="run at most N calls at once (open streams count); over it, refuse new "
         "calls before unpickling them, so callers try another worker (default: no limit)",
     )
+    worker.add_argument(
+        "--event-loop",
+        choices=loops.EVENT_LOOPS,
+        default=loops.default(),
+        help="the event loop to run on: uvloop if installed (auto, the default; "
+        "pip install 'distaff[uvloop]'), asyncio, or uvloop; DISTAFF_WORKER_LOOP sets "
+        "the default",
+    )
     # for tests only: report another Python version in Describe and metadata
     worker.add_argument("--pretend-python", help=argparse.SUPPRESS)
 
@@ -49,6 +59,7 @@ def cluster_config(args: argparse.Namespace) -> dict[str, Any]:
         "health_port": args.health_port,
         "pretend_python": args.pretend_python,
         "max_concurrency": args.max_concurrency,
+        "event_loop": args.event_loop,
     }
 
 

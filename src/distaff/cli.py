@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import socket
@@ -13,13 +12,14 @@ from collections.abc import Sequence
 from . import _checks
 from ._certs import add_certs_command, run_certs
 from ._cli_worker import add_cluster_options, cluster_config
-from ._exceptions import InsecureBindError
+from ._exceptions import InsecureBindError, WorkerStartError
 from ._logging import FORMATS, LEVELS
 from ._logging import configure as configure_logging
 from ._status import add_status_command, run_status
 from ._version import __version__
 from .proxy.credentials import WorkerCredentials
 from .runtime.discovery.base import DiscoveryLike
+from .runtime.worker import loops
 from .runtime.worker.server import BindError, Worker, WorkerConfig, install_signal_handlers
 from .serialization.metadata import WorkerMetadata
 
@@ -245,8 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     configure_logging(args.log_level, args.log_format, config.uid)
     try:
-        asyncio.run(_run_worker(config))
-    except (InsecureBindError, BindError) as exc:
+        loops.run(_run_worker(config), config.event_loop)
+    except (InsecureBindError, BindError, WorkerStartError) as exc:
         print(f"distaff worker: {exc}", file=sys.stderr)
         return 2
     finally:

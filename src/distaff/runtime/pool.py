@@ -20,6 +20,7 @@ from .context import current_proxy_var
 from .discovery.base import DiscoveryLike, describe_subscriber
 from .discovery.private import PrivateNamespace, sweep_abandoned
 from .discovery.uri import discovery_from_uri
+from .worker import loops
 from .worker.server import WorkerConfig
 from .worker.supervisor import WorkerSupervisor
 
@@ -71,6 +72,10 @@ class WorkerPool:
             of this size, so a pool of N workers holds about N * subset
             connections instead of N * N. None: every worker. Calls pinned
             to one worker (actors) still reach it.
+        event_loop: the event loop spawned workers run on: ``"auto"`` (uvloop
+            when installed, ``pip install 'distaff[uvloop]'``), ``"asyncio"``
+            or ``"uvloop"``; the default comes from ``DISTAFF_WORKER_LOOP``,
+            else ``"auto"``. The caller's own loop is left as it is.
 
     Spawned workers start with the caller's ``sys.path`` as it is when the
     pool starts (restarted ones too), and its environment. Leaving the block
@@ -98,6 +103,7 @@ class WorkerPool:
         forward_output: bool = True,
         metrics: bool = False,
         subset: int | None = DEFAULT_SUBSET,
+        event_loop: str | None = None,
     ) -> None:
         self.tags = _checks.tags(tags)
         if isinstance(discovery, str):
@@ -119,6 +125,7 @@ class WorkerPool:
         self.grace = _checks.seconds("grace", grace)
         self.restart = _checks.flag("restart", restart)
         self.max_concurrency = _checks.integer("max_concurrency", max_concurrency, minimum=1)
+        self.event_loop = loops.check(loops.default() if event_loop is None else event_loop)
         self.credentials = credentials
         self._private: PrivateNamespace | None = None
         if discovery is None:
@@ -194,6 +201,7 @@ class WorkerPool:
                 credentials=self.credentials,
                 max_concurrency=self.max_concurrency,
                 metrics_port=0 if self.metrics else None,
+                event_loop=self.event_loop,
             )
             self._supervisor = WorkerSupervisor(config, self.spawn, list(sys.path))
             await self._supervisor.start()

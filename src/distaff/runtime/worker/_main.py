@@ -54,7 +54,9 @@ def run(ready_fd: int) -> int:
     """Read the config from stdin, serve until stopped; return the exit status."""
     try:
         config = _read_config()
-        asyncio.run(_serve(config, ready_fd))
+        from . import loops
+
+        loops.run(_serve(config, ready_fd), getattr(config, "event_loop", "auto"))
     except BaseException:
         message = traceback.format_exc().encode()
         try:

@@ -118,6 +118,9 @@ def main() -> None:
 
     from . import _main, server  # noqa: F401
 
+    with contextlib.suppress(ImportError):  # the loop workers run on, when installed
+        import uvloop  # noqa: F401
+
     # what the imports left behind goes back before the forks copy it, and the
     # survivors are frozen so that no child's collector touches (copies) them
     gc.collect()

@@ -29,6 +29,7 @@ from ...serialization.rpc import DescribeReply, DescribeRequest, add_worker_serv
 from ...serialization.wire import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, StopReply, StopRequest
 from .._malloc import trim_heap
 from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
+from . import loops
 from .auth import TokenInterceptor
 from .health import WorkerHealth
 from .monitor import LoopMonitor, threshold_from_env
@@ -94,6 +95,10 @@ class WorkerConfig:
         metrics_host: the address the metrics are served on (loopback).
         metrics_routines: distinct routine names the metrics label; the
             rest are counted as ``other``.
+        event_loop: the loop the worker process runs on: ``auto`` (uvloop
+            if installed), ``asyncio`` or ``uvloop``; ``DISTAFF_WORKER_LOOP``
+            sets the default. Used where the process starts (a spawned
+            worker's entry point, ``distaff worker``), not by ``Worker`` itself.
     """
 
     host: str = "127.0.0.1"
@@ -114,6 +119,7 @@ class WorkerConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_routines: int = 100
+    event_loop: str = dataclasses.field(default_factory=loops.default)
 
 
 class BindError(OSError):
