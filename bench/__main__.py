@@ -196,6 +196,29 @@ def _short_error(record: dict[str, Any]) -> str:
 # machine info and output
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time so far, in ticks, by kind (the ``cpu`` line of /proc/stat)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/stat") as f:
+        fields = f.readline().split()
+        if fields and fields[0] == "cpu":
+            return [int(field) for field in fields[1:]]
+    return None
+
+
+def steal_percent(start: list[int] | None, end: list[int] | None) -> float | None:
+    """Share of the machine's CPU time the hypervisor took between two ``cpu_times``.
+
+    A VM whose host is busy loses this time to other guests: a run with a
+    high share measured a slower machine, not slower code.
+    """
+    if not start or not end or len(start) < 8 or len(end) < 8:
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is within user)
+    spent = [b - a for a, b in zip(start[:8], end[:8], strict=True)]
+    total = sum(spent)
+    return round(100.0 * spent[7] / total, 1) if total > 0 else None
+
+
 def machine_info() -> dict[str, Any]:
     cpu = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -236,6 +259,15 @@ def machine_info() -> dict[str, Any]:
         )
         if head.returncode == 0:
             info["commit"] = head.stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "bench"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if changed.returncode == 0 and changed.stdout.strip():
+            info["commit"] = info.get("commit", "?") + "+changes"  # not the commit alone
     return info
 
 
@@ -267,6 +299,13 @@ def write_outputs(
         log(f"no chart: {exc} (pip install matplotlib)")
 
 
+def _steal(machine: dict[str, Any]) -> str:
+    steal = machine.get("steal_percent")
+    if steal is None:
+        return "steal time unknown"
+    return f"{steal} % of the CPU time stolen by the host over the run"
+
+
 def markdown(results: dict[str, Any], body: str) -> str:
     m = results["machine"]
     c = results["config"]
@@ -275,7 +314,8 @@ def markdown(results: dict[str, Any], body: str) -> str:
         f"Machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('nproc')} CPUs, "
         f"Python {m.get('python')}, grpcio {m.get('grpc')}, distaff {m.get('distaff')}"
         f"{' @ ' + m['commit'] if m.get('commit') else ''}; {m.get('date')}; "
-        f"load average {m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end.",
+        f"load average {m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end; "
+        f"{_steal(m)}.",
         f"{c['reps']} repetition(s) of each workload, every one in fresh processes; "
         f"{'QUICK sizes; ' if c['quick'] else ''}2 workers per pool (WA: 1).",
         "",
@@ -382,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info()
     machine["loadavg_at_start"] = machine.pop("loadavg_now", "")
+    ticks_at_start = cpu_times()
     runs: list[dict[str, Any]] = []
     peer_failures = 0
     scratch = Path(tempfile.mkdtemp(prefix="distaff-bench-"))
@@ -426,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
 
     at_end = machine_info()
     machine["loadavg_at_end"] = at_end.get("loadavg_now", "")
+    machine["steal_percent"] = steal_percent(ticks_at_start, cpu_times())
     if at_end.get("commit") != machine.get("commit"):
         machine["commit_at_end"] = at_end.get("commit")
         log(

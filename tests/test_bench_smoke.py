@@ -52,6 +52,10 @@ def test_quick_bench_runs_every_workload_and_reports_ratios(tmp_path: pathlib.Pa
     assert all(run["ok"] for run in runs), [r for r in runs if not r["ok"]]
     assert not any(run.get("leftover_processes") for run in runs)
     assert report["ratios_to_grpc"], "no ratios to the grpc floor"
+    steal = report["machine"]["steal_percent"]
+    assert steal is not None
+    assert 0.0 <= steal <= 100.0
+    assert "stolen by the host" in table
 
 
 def test_quick_w7_compares_distaff_map_with_the_process_pool(tmp_path: pathlib.Path) -> None:
@@ -116,3 +120,17 @@ def test_quick_wa_measures_actor_calls_next_to_routine_calls(tmp_path: pathlib.P
         assert metrics[f"{kind}_lat_p50_us"] > 0
         assert metrics[f"{kind}_calls_per_s"] > 0
     assert "WA actor no-op method latency" in (tmp_path / "latest.md").read_text()
+
+
+def test_steal_is_the_share_of_cpu_time_the_host_took() -> None:
+    from bench.__main__ import cpu_times, steal_percent
+
+    # /proc/stat's cpu line: user nice system idle iowait irq softirq steal guest guest_nice
+    start = [100, 0, 50, 800, 0, 0, 0, 50, 0, 0]
+    end = [300, 0, 100, 1300, 0, 0, 0, 300, 0, 0]
+    assert steal_percent(start, end) == 25.0  # 250 of 1,000 ticks
+    assert steal_percent(start, start) is None
+    assert steal_percent(None, end) is None
+    now = cpu_times()  # this machine's own counters read and parse
+    assert now is not None
+    assert len(now) >= 8
