@@ -43,7 +43,6 @@ def add_cluster_options(worker: argparse.ArgumentParser) -> None:
     worker.add_argument(
         "--event-loop",
         choices=loops.EVENT_LOOPS,
-        default=loops.default(),
         help="the event loop to run on: uvloop if installed (auto, the default; "
         "pip install 'distaff[uvloop]'), asyncio, or uvloop; DISTAFF_WORKER_LOOP sets "
         "the default",
@@ -53,13 +52,17 @@ def add_cluster_options(worker: argparse.ArgumentParser) -> None:
 
 
 def cluster_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The WorkerConfig fields these options set."""
+    """The WorkerConfig fields these options set.
+
+    Raises:
+        ValueError: ``DISTAFF_WORKER_LOOP`` names no event loop.
+    """
     return {
         "advertise": args.advertise,
         "health_port": args.health_port,
         "pretend_python": args.pretend_python,
         "max_concurrency": args.max_concurrency,
-        "event_loop": args.event_loop,
+        "event_loop": args.event_loop or loops.default(),
     }
 
 

@@ -230,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.mutual or args.token_file) and credentials is None:
         usage.error("--mutual and --token-file need --ca, --cert and --key")
     _import_path(args.path)
+    try:
+        cluster = cluster_config(args)
+    except ValueError as exc:
+        usage.error(str(exc))
     config = WorkerConfig(
         host=args.host,
         port=args.port,
@@ -241,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         metrics_routines=args.metrics_routines,
-        **cluster_config(args),
+        **cluster,
     )
     configure_logging(args.log_level, args.log_format, config.uid)
     try:

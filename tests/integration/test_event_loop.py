@@ -82,6 +82,9 @@ def test_the_environment_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> No
     assert distaff.WorkerPool(spawn=1).event_loop == "asyncio"
     monkeypatch.delenv(loops.ENVIRONMENT)
     assert distaff.WorkerPool(spawn=1).event_loop == "auto"
+    monkeypatch.setenv(loops.ENVIRONMENT, "trio")
+    with pytest.raises(ValueError, match=r"DISTAFF_WORKER_LOOP must be one of .*not 'trio'"):
+        distaff.WorkerPool(spawn=1)
 
 
 @pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
@@ -122,3 +125,17 @@ async def test_a_durable_worker_asked_for_a_missing_uvloop_exits_2_naming_it(
     assert process.returncode == 2, (out, err)
     assert b"serving on" not in out
     assert b"install it with: pip install 'distaff[uvloop]'" in err
+
+
+def test_distaff_worker_refuses_an_unknown_loop_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distaff.cli import main
+
+    monkeypatch.setenv(loops.ENVIRONMENT, "trio")
+    with pytest.raises(SystemExit) as exited:
+        main(["worker", "--discovery", "none"])
+    assert exited.value.code == 2
+    assert "DISTAFF_WORKER_LOOP must be one of auto, asyncio, uvloop, not 'trio'" in (
+        capsys.readouterr().err
+    )

@@ -20,8 +20,12 @@ ENVIRONMENT = "DISTAFF_WORKER_LOOP"
 
 
 def default() -> str:
-    """The choice ``DISTAFF_WORKER_LOOP`` makes (``auto`` when it is not set)."""
-    return os.environ.get(ENVIRONMENT) or "auto"
+    """The choice ``DISTAFF_WORKER_LOOP`` makes (``auto`` when it is not set).
+
+    Raises:
+        ValueError: the variable names no event loop; the message names it.
+    """
+    return check(os.environ.get(ENVIRONMENT) or "auto", ENVIRONMENT)
 
 
 def check(value: object, name: str = "event_loop") -> str:
