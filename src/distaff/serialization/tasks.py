@@ -161,11 +161,6 @@ def _plain_entries(entries: dict[Any, Any], depth: int) -> int:
     return _plain_items(entries.values(), depth)
 
 
-def is_plain(value: Any) -> bool:
-    """True if ``value`` holds only builtin scalars, in small tuples, lists and str-keyed dicts."""
-    return bool(_plainness(value))
-
-
 class _Written(list):  # type: ignore[type-arg]
     """A file for a pickler to write to: keeps each write as it came."""
 
