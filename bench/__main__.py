@@ -37,7 +37,9 @@ from .common import (
     TIMEOUTS,
     WORKLOADS,
     cmdline,
+    cpu_times,
     session_members,
+    steal_percent,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -194,29 +196,6 @@ def _short_error(record: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------
 # machine info and output
-
-
-def cpu_times() -> list[int] | None:
-    """The machine's CPU time so far, in ticks, by kind (the ``cpu`` line of /proc/stat)."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/stat") as f:
-        fields = f.readline().split()
-        if fields and fields[0] == "cpu":
-            return [int(field) for field in fields[1:]]
-    return None
-
-
-def steal_percent(start: list[int] | None, end: list[int] | None) -> float | None:
-    """Share of the machine's CPU time the hypervisor took between two ``cpu_times``.
-
-    A VM whose host is busy loses this time to other guests: a run with a
-    high share measured a slower machine, not slower code.
-    """
-    if not start or not end or len(start) < 8 or len(end) < 8:
-        return None
-    # user nice system idle iowait irq softirq steal (guest time is within user)
-    spent = [b - a for a, b in zip(start[:8], end[:8], strict=True)]
-    total = sum(spent)
-    return round(100.0 * spent[7] / total, 1) if total > 0 else None
 
 
 def machine_info() -> dict[str, Any]:

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import percentile, rss_kib
+from .common import cpu_times, percentile, rss_kib, steal_percent
 
 BENCH_DIR = Path(__file__).resolve().parent
 SIZES = (2, 8, 16, 32)
@@ -318,19 +318,24 @@ def main() -> None:
     if args.one is not None:
         one(args.one, args.idle, args.after, args.subset)
         return
+    ticks = cpu_times()
     runs = [
         _run_one(int(size), args.idle, args.after, args.subset)
         for _ in range(args.reps)
         for size in args.sizes.split(",")
     ]
     load = os.getloadavg()
+    steal = steal_percent(ticks, cpu_times())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scaling.json").write_text(json.dumps({"loadavg": load, "runs": runs}, indent=1))
+    report = {"loadavg": load, "steal_percent": steal, "runs": runs}
+    (out / "scaling.json").write_text(json.dumps(report, indent=1))
     text = table(runs)
     (out / "scaling.md").write_text(text)
     print(text)
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    stolen = "unknown" if steal is None else f"{steal} %"
+    print(f"CPU time stolen by the host over the run: {stolen}")
 
 
 if __name__ == "__main__":

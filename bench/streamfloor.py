@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .common import cpu_seconds
+from .common import cpu_seconds, cpu_times, steal_percent
 from .runner import ServerProcess
 
 KINDS = ("unary", "stream", "distaff")
@@ -120,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print JSON, not a table")
     args = parser.parse_args(argv)
+    ticks = cpu_times()
     result = asyncio.run(run(args.calls, args.blocks, args.size))
+    steal = steal_percent(ticks, cpu_times())
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "steal_percent": steal}))
         return 0
     base = result["unary"]
     print(
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         for metric in ("p50_us", "caller_cpu_us", "server_cpu_us"):
             cells += [f"{row[metric]:.0f}", f"{row[metric] / base[metric]:.2f}x"]
         print("| " + " | ".join(cells) + " |")
+    stolen = "unknown" if steal is None else f"{steal} %"
+    print(f"CPU time stolen by the host over the run: {stolen}")
     return 0
 
 

@@ -101,7 +101,10 @@ def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib
     )
 
     assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = json.loads((tmp_path / "scaling.json").read_text())["runs"]
+    report = json.loads((tmp_path / "scaling.json").read_text())
+    assert 0.0 <= report["steal_percent"] <= 100.0
+    assert "stolen by the host" in result.stdout
+    (run,) = report["runs"]
     assert run["ok"], run
     assert run["start_s"] > 0
     assert run["stop_s"] > 0
@@ -123,7 +126,7 @@ def test_quick_wa_measures_actor_calls_next_to_routine_calls(tmp_path: pathlib.P
 
 
 def test_steal_is_the_share_of_cpu_time_the_host_took() -> None:
-    from bench.__main__ import cpu_times, steal_percent
+    from bench.common import cpu_times, steal_percent
 
     # /proc/stat's cpu line: user nice system idle iowait irq softirq steal guest guest_nice
     start = [100, 0, 50, 800, 0, 0, 0, 50, 0, 0]
@@ -134,3 +137,14 @@ def test_steal_is_the_share_of_cpu_time_the_host_took() -> None:
     now = cpu_times()  # this machine's own counters read and parse
     assert now is not None
     assert len(now) >= 8
+
+
+def test_streamfloor_measures_three_ways_and_the_steal() -> None:
+    result = run_module("bench.streamfloor", "--calls", "20", "--blocks", "1", "--json")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for kind in ("unary", "stream", "distaff"):
+        assert report[kind]["p50_us"] > 0
+        assert report[kind]["caller_cpu_us"] > 0
+    assert 0.0 <= report["steal_percent"] <= 100.0

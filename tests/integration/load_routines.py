@@ -35,3 +35,19 @@ async def hog(seconds: float) -> int:
     """Block the worker's event loop (a CPU-bound body written as async def)."""
     time.sleep(seconds)  # noqa: ASYNC251 - the point of this routine
     return os.getpid()
+
+
+_running_now = 0
+
+
+@distaff.routine
+async def count_running(seconds: float) -> int:
+    """Sleep ``seconds``; return how many of these ran on the worker at once, this one included."""
+    global _running_now
+    _running_now += 1
+    try:
+        most = _running_now
+        await asyncio.sleep(seconds)
+        return max(most, _running_now)
+    finally:
+        _running_now -= 1

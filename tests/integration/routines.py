@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import pathlib
@@ -223,3 +224,35 @@ async def echo_sent() -> AsyncGenerator[Any, Any]:
 async def loop_module() -> str:
     """The top-level module of the class of the event loop this call runs on."""
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+_first_step_var: contextvars.ContextVar[str] = contextvars.ContextVar("first_step", default="unset")
+
+
+@distaff.routine
+async def own_task(tag: str, pause: float) -> tuple[str, int, str, str]:
+    """What a call sees of its task in its first step, and after ``pause`` s.
+
+    Returns the task's coroutine name, the task's id, the context variable
+    as the call found it (before setting it to ``tag``), and that variable
+    after the pause (still ``tag``: the task kept its own context).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    found = _first_step_var.get()
+    _first_step_var.set(tag)
+    if pause:
+        await asyncio.sleep(pause)
+    assert asyncio.current_task() is task
+    return task.get_coro().__qualname__, id(task), found, _first_step_var.get()
+
+
+@distaff.routine
+async def times_out_in_first_step(limit: float) -> str:
+    """Hit an ``asyncio.timeout`` set in the call's first step (it needs its own task)."""
+    try:
+        async with asyncio.timeout(limit):
+            await asyncio.sleep(30)
+    except TimeoutError:
+        return "timed out"
+    return "slept"

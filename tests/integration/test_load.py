@@ -84,6 +84,18 @@ async def test_a_call_that_finds_every_worker_busy_times_out_within_its_dispatch
             await running
 
 
+async def test_the_limit_holds_for_calls_that_arrive_in_one_message() -> None:
+    """Eight calls sent in one tick reach the worker together (one message,
+    or a few); it runs two at a time and refuses the rest, which wait and
+    come back. The limit is checked against calls started earlier in the
+    same message, whether their tasks start eagerly (3.12+) or not."""
+    async with distaff.WorkerPool(spawn=1, max_concurrency=2):
+        await lr.nap(0.0)  # connect first: the eight go out together
+        most = await asyncio.gather(*(lr.count_running(0.2) for _ in range(8)))
+
+    assert max(most) == 2
+
+
 async def test_workers_report_their_load_on_replies() -> None:
     async with distaff.WorkerPool(spawn=1, max_concurrency=8) as pool:
         await lr.nap(0.0)

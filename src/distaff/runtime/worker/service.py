@@ -13,8 +13,9 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import grpc
@@ -98,6 +99,28 @@ def _changes(call: _Call) -> bytes:
     return blob
 
 
+if sys.version_info >= (3, 12):
+
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        """Run a call's first step now, in the reader's turn, as its own task.
+
+        A call that needs no await (most short ones) is over before this
+        returns, so its answer leaves in the turn that read its Start, with
+        no loop turn spent scheduling it; one that awaits goes on as a task.
+        """
+        return asyncio.eager_task_factory(loop, coro)
+
+else:
+
+    def _start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        """Schedule a call's task (Python 3.11 has no eager start)."""
+        return loop.create_task(coro)
+
+
 class _Served:
     """One session being served: its state machine, pump and calls."""
 
@@ -107,6 +130,7 @@ class _Served:
         "calls",
         "ended",
         "error",
+        "handling",
         "loop",
         "pump",
         "reported",
@@ -124,6 +148,10 @@ class _Served:
         self.calls: dict[int, _Call] = {}
         self.ended = asyncio.Event()  # the caller finished sending, or we finish
         self.error: s.ProtocolError | None = None
+        # the reader is handing an envelope's frames out: a call that ends in
+        # its first step (eagerly started) leaves its answer for the reader's
+        # wake, so the answers of the calls one envelope started share a write
+        self.handling = False
         self.actors = ActorScope(session.worker)  # actors spawned over this session
 
     def _take(self) -> list[Message]:
@@ -234,8 +262,12 @@ class WorkerService:
         try:
             while (envelope := await transport.read()) is not None:
                 rejected = served.session.rejected
-                for event in served.session.receive(envelope):
-                    self._handle(event, served)
+                served.handling = True
+                try:
+                    for event in served.session.receive(envelope):
+                        self._handle(event, served)
+                finally:
+                    served.handling = False
                 if served.unacked:
                     # after the first step of every call this envelope started
                     loop = served.loop
@@ -243,7 +275,8 @@ class WorkerService:
                 if served.session.rejected != rejected:
                     self.instruments.refused(served.session.rejected - rejected)
                 if served.session.has_data():
-                    served.pump.wake()
+                    # one call on the session (it may have answered already): now
+                    served.pump.wake(eager=len(served.calls) == 1)
         except s.ProtocolError as exc:
             served.error = exc
         finally:
@@ -278,14 +311,16 @@ class WorkerService:
 
     def _start(self, call_id: int, start: Start, arguments: Any, served: _Served) -> None:
         call = served.calls[call_id] = _Call(start.generator)
-        # owned by the session: ``serve`` waits for or cancels it before it returns
-        task = call.task = served.loop.create_task(
-            self._run(call_id, start, arguments, call, served)
-        )
+        # before the first step, which may run (and block the loop) right here
         if not self._running:
             self.on_busy()
-        self._running.add(task)
         self._idle.clear()
+        # owned by the session: ``serve`` waits for or cancels it before it
+        # returns; an eager one counted itself running in its first line
+        task = call.task = _start_task(
+            served.loop, self._run(call_id, start, arguments, call, served)
+        )
+        self._running.add(task)  # the next Start's limit check sees it
         task.add_done_callback(lambda t: self._done(t, call_id, served))
         # The ack goes out after the call's first step: a call that finished in
         # that step needs none (its result frame implies it), which makes a
@@ -342,6 +377,11 @@ class WorkerService:
     async def _run(
         self, call_id: int, start: Start, arguments: Any, call: _Call, served: _Served
     ) -> None:
+        # running from the first line: a first step run eagerly (3.12+) may
+        # block the loop while /metrics and load reports count the calls
+        running = asyncio.current_task(served.loop)
+        assert running is not None
+        self._running.add(running)  # ``_done`` takes it out
         session = served.session
         started = self.instruments.started()
         outcome = "error"
@@ -388,7 +428,7 @@ class WorkerService:
             session.error(call_id, encode_exception(exc), context)
         finally:
             # the only call on its session: its answer goes out in this turn
-            served.pump.wake(eager=len(served.calls) == 1)
+            served.pump.wake(eager=len(served.calls) == 1 and not served.handling)
             self.instruments.ended(call.routine, outcome, started)
 
     def _stopped_error(self) -> RpcError:
