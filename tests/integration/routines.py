@@ -230,12 +230,14 @@ _first_step_var: contextvars.ContextVar[str] = contextvars.ContextVar("first_ste
 
 
 @distaff.routine
-async def own_task(tag: str, pause: float) -> tuple[str, int, str, str]:
+async def own_task(tag: str, pause: float) -> tuple[str, str, str, str]:
     """What a call sees of its task in its first step, and after ``pause`` s.
 
-    Returns the task's coroutine name, the task's id, the context variable
-    as the call found it (before setting it to ``tag``), and that variable
-    after the pause (still ``tag``: the task kept its own context).
+    Returns the task's coroutine name, the task's name (``Task-N``: unique
+    in the worker, unlike an ``id``, which a finished task may hand on), the
+    context variable as the call found it (before setting it to ``tag``),
+    and that variable after the pause (still ``tag``: the task kept its own
+    context).
     """
     task = asyncio.current_task()
     assert task is not None
@@ -244,7 +246,7 @@ async def own_task(tag: str, pause: float) -> tuple[str, int, str, str]:
     if pause:
         await asyncio.sleep(pause)
     assert asyncio.current_task() is task
-    return task.get_coro().__qualname__, id(task), found, _first_step_var.get()
+    return task.get_coro().__qualname__, task.get_name(), found, _first_step_var.get()
 
 
 @distaff.routine

@@ -50,7 +50,7 @@ async def test_each_call_is_its_own_task_with_its_own_context(event_loop: str) -
         answers = await asyncio.gather(
             *(r.own_task(f"call {n}", 0.05 if n % 2 else 0.0) for n in range(8))
         )
-        assert len({task_id for _, task_id, _, _ in answers}) == 8  # eight tasks
+        assert len({name for _, name, _, _ in answers}) == 8  # eight tasks
         for n, (coroutine, _, found, after) in enumerate(answers):
             assert coroutine == "WorkerService._run"  # not the session's reader
             assert found == "unset"  # no other call's context leaked in
