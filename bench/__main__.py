@@ -38,6 +38,7 @@ from .common import (
     WORKLOADS,
     cmdline,
     cpu_times,
+    describe_steal,
     session_members,
     steal_percent,
 )
@@ -278,13 +279,6 @@ def write_outputs(
         log(f"no chart: {exc} (pip install matplotlib)")
 
 
-def _steal(machine: dict[str, Any]) -> str:
-    steal = machine.get("steal_percent")
-    if steal is None:
-        return "steal time unknown"
-    return f"{steal} % of the CPU time stolen by the host over the run"
-
-
 def markdown(results: dict[str, Any], body: str) -> str:
     m = results["machine"]
     c = results["config"]
@@ -294,7 +288,7 @@ def markdown(results: dict[str, Any], body: str) -> str:
         f"Python {m.get('python')}, grpcio {m.get('grpc')}, distaff {m.get('distaff')}"
         f"{' @ ' + m['commit'] if m.get('commit') else ''}; {m.get('date')}; "
         f"load average {m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end; "
-        f"{_steal(m)}.",
+        f"{describe_steal(m.get('steal_percent'))}.",
         f"{c['reps']} repetition(s) of each workload, every one in fresh processes; "
         f"{'QUICK sizes; ' if c['quick'] else ''}2 workers per pool (WA: 1).",
         "",

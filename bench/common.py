@@ -199,3 +199,10 @@ def steal_percent(start: list[int] | None, end: list[int] | None) -> float | Non
     spent = [b - a for a, b in zip(start[:8], end[:8], strict=True)]
     total = sum(spent)
     return round(100.0 * spent[7] / total, 1) if total > 0 else None
+
+
+def describe_steal(steal: float | None) -> str:
+    """``steal_percent``'s figure in words, for a run's report."""
+    if steal is None:
+        return "steal time unknown"
+    return f"{steal} % of the CPU time stolen by the host over the run"

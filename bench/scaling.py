@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import cpu_times, percentile, rss_kib, steal_percent
+from .common import cpu_times, describe_steal, percentile, rss_kib, steal_percent
 
 BENCH_DIR = Path(__file__).resolve().parent
 SIZES = (2, 8, 16, 32)
@@ -334,8 +334,7 @@ def main() -> None:
     (out / "scaling.md").write_text(text)
     print(text)
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    stolen = "unknown" if steal is None else f"{steal} %"
-    print(f"CPU time stolen by the host over the run: {stolen}")
+    print(f"{describe_steal(steal)}.")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .common import cpu_seconds, cpu_times, steal_percent
+from .common import cpu_seconds, cpu_times, describe_steal, steal_percent
 from .runner import ServerProcess
 
 KINDS = ("unary", "stream", "distaff")
@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for metric in ("p50_us", "caller_cpu_us", "server_cpu_us"):
             cells += [f"{row[metric]:.0f}", f"{row[metric] / base[metric]:.2f}x"]
         print("| " + " | ".join(cells) + " |")
-    stolen = "unknown" if steal is None else f"{steal} %"
-    print(f"CPU time stolen by the host over the run: {stolen}")
+    print(f"{describe_steal(steal)}.")
     return 0
 
 

@@ -126,7 +126,7 @@ def test_quick_wa_measures_actor_calls_next_to_routine_calls(tmp_path: pathlib.P
 
 
 def test_steal_is_the_share_of_cpu_time_the_host_took() -> None:
-    from bench.common import cpu_times, steal_percent
+    from bench.common import cpu_times, describe_steal, steal_percent
 
     # /proc/stat's cpu line: user nice system idle iowait irq softirq steal guest guest_nice
     start = [100, 0, 50, 800, 0, 0, 0, 50, 0, 0]
@@ -134,6 +134,8 @@ def test_steal_is_the_share_of_cpu_time_the_host_took() -> None:
     assert steal_percent(start, end) == 25.0  # 250 of 1,000 ticks
     assert steal_percent(start, start) is None
     assert steal_percent(None, end) is None
+    assert describe_steal(25.0) == "25.0 % of the CPU time stolen by the host over the run"
+    assert describe_steal(None) == "steal time unknown"
     now = cpu_times()  # this machine's own counters read and parse
     assert now is not None
     assert len(now) >= 8
