@@ -18,6 +18,9 @@ fresh caller process (``python -m bench.scaling --one N``):
 - stop: another nested fan-out, and at once leaving the block (every shipped
   proxy still connected: the costly case) until it returns; whether anything
   was printed on stderr (the caller's, its workers').
+- idle stop: a second pool of the same size, 2N direct no-op calls, 2 s to
+  settle, then leaving its block: the stop of a pool whose workers hold no
+  connections to each other.
 
 Results: ``bench/results/scaling.json`` and ``scaling.md``.
 """
@@ -170,18 +173,43 @@ async def measure(spawn: int, idle: float, after: float, subset: int | None) -> 
         result["worker_connections_after_p50"] = percentile(connected, 50)
         await _fan_out(spawn)
     finally:
-        written = os.lseek(2, 0, os.SEEK_END)
-        family = _family(pool.pids)
-        before = sum(_exact_cpu(pid) for pid in family)
-        cpu0, own0 = _own_cpu(), time.process_time()
-        stopping = time.perf_counter()
-        await pool.__aexit__(None, None, None)
-        result["stop_s"] = time.perf_counter() - stopping
-        # the workers' CPU reaches us through the template's (or our own) children times
-        result["stop_cpu_s"] = _own_cpu() - cpu0 - before
-        result["stop_cpu_caller_s"] = time.process_time() - own0
-        result["teardown_stderr"] = os.pread(2, 1 << 16, written).decode(errors="replace")
+        result |= await _stop(pool, "")
+    result |= await _idle_stop(spawn, subset)
     return result
+
+
+async def _stop(pool: Any, prefix: str) -> dict[str, Any]:
+    """Leave ``pool``'s block: seconds, CPU (workers, template, caller) and what stderr got."""
+    written = os.lseek(2, 0, os.SEEK_END)
+    family = _family(pool.pids)
+    before = sum(_exact_cpu(pid) for pid in family)
+    cpu0, own0 = _own_cpu(), time.process_time()
+    stopping = time.perf_counter()
+    await pool.__aexit__(None, None, None)
+    return {
+        f"{prefix}stop_s": time.perf_counter() - stopping,
+        # the workers' CPU reaches us through the template's (or our own) children times
+        f"{prefix}stop_cpu_s": _own_cpu() - cpu0 - before,
+        f"{prefix}stop_cpu_caller_s": time.process_time() - own0,
+        f"{prefix}teardown_stderr": os.pread(2, 1 << 16, written).decode(errors="replace"),
+    }
+
+
+async def _idle_stop(spawn: int, subset: int | None) -> dict[str, Any]:
+    """A second pool, stopped after direct calls only: no shipped proxy holds a connection."""
+    import distaff
+
+    from . import scaling_routines
+
+    pool = distaff.WorkerPool(spawn=spawn, lazy=False, **_subset_arg(subset))
+    await pool.__aenter__()
+    try:
+        await asyncio.gather(*(scaling_routines.noop() for _ in range(2 * spawn)))
+        await asyncio.sleep(_SETTLE)
+    except BaseException:
+        await pool.__aexit__(None, None, None)
+        raise
+    return await _stop(pool, "idle_")
 
 
 async def _fan_out(spawn: int) -> None:
@@ -271,21 +299,23 @@ def table(runs: list[dict[str, Any]]) -> str:
     """Markdown: one row per run."""
     out = io.StringIO()
     out.write(
-        "| spawn | subset | start s (CPU s) | stop s (CPU s) | stderr at stop"
+        "| spawn | subset | start s (CPU s) | stop s (CPU s) | idle stop s (CPU s)"
+        " | stderr at stop"
         " | idle % core: caller, worker p50/max | the same, the minute after nested calls"
         " | connections per worker p50/max (sockets) | the same at the minute's end"
         " | idle worker RSS / PSS / USS MiB | the same after nested calls | caller RSS MiB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in runs:
         if not r["ok"]:
-            out.write(f"| {r['spawn']} | {r.get('subset')} | failed |" + " |" * 9 + "\n")
+            out.write(f"| {r['spawn']} | {r.get('subset')} | failed |" + " |" * 10 + "\n")
             continue
         out.write(
             f"| {r['spawn']} | {r['subset'] or 'all'} |"
             f" {r['start_s']:.2f} ({r['start_cpu_s']:.2f}) |"
             f" {r['stop_s']:.2f} ({r['stop_cpu_s']:.2f}) |"
-            f" {'yes' if r['teardown_stderr'].strip() else 'none'} |"
+            f" {r['idle_stop_s']:.2f} ({r['idle_stop_cpu_s']:.2f}) |"
+            f" {_stderr_cell(r)} |"
             f" {_idle_cell(r, '')} | {_idle_cell(r, 'nested_')} |"
             f" {r['worker_connections_p50']:.0f} / {r['worker_connections_max']:.0f}"
             f" ({r['worker_sockets_p50']:.0f}) |"
@@ -294,6 +324,11 @@ def table(runs: list[dict[str, Any]]) -> str:
             f" {r['caller_rss_mib']:.1f} |\n"
         )
     return out.getvalue()
+
+
+def _stderr_cell(r: dict[str, Any]) -> str:
+    said = [r[k].strip() for k in ("teardown_stderr", "idle_teardown_stderr")]
+    return "yes" if any(said) else "none"
 
 
 def _memory_cell(r: dict[str, Any], prefix: str) -> str:

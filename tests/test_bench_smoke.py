@@ -108,6 +108,9 @@ def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib
     assert run["ok"], run
     assert run["start_s"] > 0
     assert run["stop_s"] > 0
+    assert run["idle_stop_s"] > 0
+    assert run["idle_stop_cpu_s"] > 0
+    assert run["idle_teardown_stderr"] == ""
     assert run["worker_sockets_max"] >= 2  # the caller's connection and at least one peer's
     assert run["worker_connections_max"] >= 2
     assert run["idle_worker_rss_mib_p50"] > run["idle_worker_uss_mib_p50"] > 0
