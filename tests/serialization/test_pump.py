@@ -162,6 +162,23 @@ async def test_cancelling_run_abandons_the_write_in_flight() -> None:
     assert stream.started == [envelope(1)]
 
 
+async def test_abandoning_a_write_cancels_the_future_it_awaits() -> None:
+    # gRPC's write awaits a future its completion queue settles later; left
+    # pending, a stream cancelled meanwhile would fail it with an exception
+    # nobody reads ("Future exception was never retrieved" at exit)
+    stream = Stream()
+    _, runner = running(stream)
+    await turns()
+    (gate,) = stream.gates
+
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+
+    assert gate.cancelled()
+    assert stream.cancelled == 1
+
+
 async def test_cancelling_the_producer_does_not_cancel_its_write() -> None:
     stream = Stream()
     pump = Pump(stream.take, stream.write)

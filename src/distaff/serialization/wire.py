@@ -241,6 +241,7 @@ class Pump:
         "_pending",
         "_scheduled",
         "_take",
+        "_waiting",
         "_wake",
         "_write",
         "_writing",
@@ -259,6 +260,7 @@ class Pump:
         self._scheduled = False  # a flush is due at the loop's next turn
         self._loop = asyncio.get_running_loop()
         self._writing: Coroutine[Any, Any, object] | None = None  # the write in flight
+        self._waiting: asyncio.Future[Any] | None = None  # what that write awaits
         self._pending: collections.deque[Message] = collections.deque()
         self._error: BaseException | None = None
         self._done: asyncio.Future[None] | None = None
@@ -313,7 +315,13 @@ class Pump:
 
     def _abandon(self) -> None:
         writing, self._writing = self._writing, None
+        waiting, self._waiting = self._waiting, None
         self._error = self._error or asyncio.CancelledError()
+        if waiting is not None:
+            # as Task.cancel() does: the future the write awaits is cancelled
+            # too, or gRPC would later fail it with an exception nobody reads
+            # ("Future exception was never retrieved" at exit)
+            waiting.cancel()
         if writing is not None:
             with contextlib.suppress(BaseException):
                 writing.throw(asyncio.CancelledError())
@@ -351,6 +359,7 @@ class Pump:
         blocking = getattr(yielded, "_asyncio_future_blocking", None)
         if blocking:  # an asyncio future, as a Task would see it
             yielded._asyncio_future_blocking = False
+            self._waiting = yielded
             yielded.add_done_callback(self._resume, context=self._context)
         else:  # a bare yield: go on at the next turn
             self._loop.call_soon(self._resume, None, context=self._context)
@@ -358,6 +367,7 @@ class Pump:
     def _resume(self, future: asyncio.Future[Any] | None) -> None:
         if self._writing is None:  # abandoned meanwhile
             return
+        self._waiting = None
         error: BaseException | None = None
         if future is not None:
             error = asyncio.CancelledError() if future.cancelled() else future.exception()
