@@ -5,7 +5,8 @@ fresh caller process (``python -m bench.scaling --one N``):
 
 - start: from entering ``WorkerPool(spawn=N)`` to the block's body (every
   worker serves and is admitted).
-- idle: after 2N direct no-op calls and 2 s to settle, nothing for
+- idle: after 2N direct no-op calls and 2 s past the sessions' idle time
+  (``DISTAFF_SESSION_IDLE``, 5 s: the sessions have ended), nothing for
   ``--idle`` seconds: the CPU time of the caller and of each worker over that
   window (schedstat, ns; the caller's counters read so that reading the
   workers' is not billed to it), as a percentage of one core; then each idle
@@ -136,6 +137,7 @@ def _exact_cpu(pid: int) -> float:
 async def measure(spawn: int, idle: float, after: float, subset: int | None) -> dict[str, Any]:
     """One pool of ``spawn`` workers: start, idle, fan-out, idle, fan-out and stop."""
     import distaff
+    from distaff.proxy.connection import session_idle_from_env
 
     from . import scaling_routines
 
@@ -152,7 +154,8 @@ async def measure(spawn: int, idle: float, after: float, subset: int | None) -> 
         family = _family(pids)
         result["start_cpu_s"] = _own_cpu() - cpu0 + sum(_exact_cpu(pid) for pid in family)
         await asyncio.gather(*(scaling_routines.noop() for _ in range(2 * spawn)))
-        result |= await _idle(pids, idle, "")
+        # past the sessions' idle time: an idle pool is one whose sessions ended
+        result |= await _idle(pids, idle, "", _SETTLE + (session_idle_from_env() or 0.0))
         result |= _memory(pids, "idle_worker_")
         await _fan_out(spawn)
         await asyncio.sleep(1.0)  # let connection setup settle
@@ -168,7 +171,7 @@ async def measure(spawn: int, idle: float, after: float, subset: int | None) -> 
             "caller_rss_mib": (rss_kib(os.getpid()) or 0) / MIB,
         }
         result |= _memory(pids, "worker_")
-        result |= await _idle(pids, after, "nested_")
+        result |= await _idle(pids, after, "nested_", _SETTLE)
         connected = sorted(connections(pid) for pid in pids)
         result["worker_connections_after_p50"] = percentile(connected, 50)
         await _fan_out(spawn)
@@ -221,10 +224,10 @@ async def _fan_out(spawn: int) -> None:
         raise AssertionError(f"fan-out made {sum(done)} nested calls")
 
 
-async def _idle(pids: list[int], idle: float, prefix: str) -> dict[str, float]:
+async def _idle(pids: list[int], idle: float, prefix: str, settle: float) -> dict[str, float]:
     """CPU of the caller and each worker over ``idle`` seconds of doing nothing, in % of a core."""
     me = os.getpid()
-    await asyncio.sleep(_SETTLE)  # the last calls' replies, collections, timers
+    await asyncio.sleep(settle)  # the last calls' replies, collections, timers
     # the caller's own CPU is read last before and first after the window, so
     # reading every worker thread's counters is not billed to the caller
     before = _exact(pids)

@@ -95,7 +95,10 @@ def test_quick_w6_compares_balancers_against_round_robin(tmp_path: pathlib.Path)
     assert "Floor: a lone 1 ms call on an idle pool" in table
 
 
-def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(tmp_path: pathlib.Path) -> None:
+def test_quick_scaling_reports_start_stop_idle_cpu_and_sockets(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTAFF_SESSION_IDLE", "0.5")  # the idle window waits for it
     result = run_module(
         "bench.scaling", "--sizes", "2", "--idle", "1", "--after", "1", "--out", str(tmp_path)
     )

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +31,14 @@ from .transport import GrpcTransport, Transport, map_rpc_error
 
 # Keepalive makes a silently dead peer (host gone, cable cut, process frozen)
 # fail its calls within about 8 s; a killed process on a live host fails them
-# at once anyway.
+# at once anyway. Pings go out only while a session is open: a connection
+# whose session ended for idleness (SESSION_IDLE) costs nothing at either end.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 4_000),
     ("grpc.keepalive_timeout_ms", 4_000),
     # recent gRPC cores time keepalive pings out by this (default 60 s)
     ("grpc.http2.ping_timeout_ms", 4_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
     # a new connection to a frozen peer gives up after this, not after 20 s
     ("grpc.min_reconnect_backoff_ms", 4_000),
@@ -61,6 +63,25 @@ _FAILURE_PENALTY = 1.0
 # closing an idle session: how long the worker gets to end it with OK after
 # the half-close, before the stream is cancelled (a frozen worker never does)
 _CLOSE_PATIENCE = 0.25
+# a session with no call open for this long ends (unless its connection is
+# told to keep it): the channel stays connected, the next call opens a new
+# session (one round trip for its hello), and meanwhile nothing pings
+SESSION_IDLE = 5.0
+_SESSION_IDLE_ENV = "DISTAFF_SESSION_IDLE"
+
+
+def session_idle_from_env() -> float | None:
+    """``DISTAFF_SESSION_IDLE`` in seconds (default 5; 0 keeps idle sessions open)."""
+    value = os.environ.get(_SESSION_IDLE_ENV)
+    if value is None:
+        return SESSION_IDLE
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0 or math.isinf(seconds):
+        raise ValueError(f"{_SESSION_IDLE_ENV} must be a number of seconds >= 0, not {value!r}")
+    return seconds or None
 
 
 def _peak_average(average: float, sample: float, weight: float) -> float:
@@ -220,6 +241,12 @@ class WorkerConnection:
         transport: makes the session stream (default: a gRPC ``Session``
             call on this connection's channel); tests join a caller to an
             in-process worker service with it.
+        session_idle: end the session once no call was open for this many
+            seconds (0: keep it open); the next call opens another. None
+            (the default): ``DISTAFF_SESSION_IDLE``, else 5.
+        keep_session: while this returns True, an idle session stays open
+            (its worker holds state that lives as long as the session, such
+            as actors spawned over it).
     """
 
     def __init__(
@@ -229,6 +256,8 @@ class WorkerConnection:
         credentials: grpc.ChannelCredentials | None = None,
         options: tuple[tuple[str, Any], ...] = (),
         transport: TransportFactory | None = None,
+        session_idle: float | None = None,
+        keep_session: Callable[[], bool] | None = None,
     ) -> None:
         self.target = target
         self.secure = credentials is not None
@@ -253,6 +282,14 @@ class WorkerConnection:
         self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._session_idle = (
+            session_idle_from_env() if session_idle is None else session_idle or None
+        )
+        self._keep_session = keep_session
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_turn = 0  # ``turn`` when the idle timer last looked
+        self._ended_at = 0.0  # when a call that is not timed (a stream) last ended
+        self._ending: asyncio.Task[None] | None = None  # an idle session's end
 
     def _grpc_transport(self) -> Transport:
         return GrpcTransport(self._channel, self.target, secure=self.secure)
@@ -269,6 +306,8 @@ class WorkerConnection:
             self._completed += 1
         if call is not None and call.born is not None:
             self._observe(time.monotonic() - call.born, ahead=call.ahead, failed=failed)
+        else:  # a stream or a cancel: not timed, but the session's idle time counts from here
+            self._ended_at = time.monotonic()
         driver = self._driver
         if driver is None or not driver.session.open_calls:
             self._idle.set()
@@ -358,7 +397,46 @@ class WorkerConnection:
             # replace it before awaiting anything: concurrent dispatches must
             # share the new session, not each open (and leak) their own
             driver = self._driver = _SessionDriver(self, self._transport())
+            self._watch_idle(driver)
         return driver
+
+    # idle sessions end
+
+    def _watch_idle(self, driver: _SessionDriver) -> None:
+        """Look at the new session again once it may have been idle for ``session_idle``."""
+        if self._session_idle is None:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_turn = self.turn
+        self._idle_timer = driver.loop.call_later(self._session_idle, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """End the session if no call was open or handed here for ``session_idle`` s.
+
+        Costs nothing per call: a call leaves only its turn and completion
+        time behind, and this timer, once per ``session_idle``, reads them.
+        """
+        self._idle_timer = None
+        driver, idle = self._driver, self._session_idle
+        if driver is None or driver.error is not None or self._closed or idle is None:
+            return
+        # since the last call ended (``_observe`` times coroutine calls)
+        quiet = time.monotonic() - max(self._latency_at, self._ended_at)
+        busy = (
+            driver.session.open_calls
+            or self._reserved
+            or (self._keep_session is not None and self._keep_session())
+        )
+        if busy or self.turn != self._idle_turn or quiet < idle:
+            self._idle_turn = self.turn
+            wait = idle if busy else max(idle - quiet, idle / 10)
+            self._idle_timer = driver.loop.call_later(wait, self._idle_check)
+            return
+        # the next dispatch opens a new session; this one half-closes and
+        # the worker ends it with OK
+        self._driver = None
+        self._ending = driver.loop.create_task(driver.aclose(_CLOSE_PATIENCE))
 
     async def dispatch(self, task: Task, *, timeout: float | None = None) -> RemoteCall:
         """Send ``task`` and return its call once the worker has taken it.
@@ -514,9 +592,14 @@ class WorkerConnection:
         if self._closed:
             return
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         try:
             if self._driver is not None:
                 await self._driver.aclose(_CLOSE_PATIENCE)
+            if self._ending is not None:
+                await self._ending
         finally:
             self._idle.set()
             await self._channel.close()

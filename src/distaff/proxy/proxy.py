@@ -127,6 +127,10 @@ class WorkerProxy:
         self._warned = False
         self._dispatching = 0  # dispatches between entry and hand-over
         self._pickled: bytes | None = None
+        # ids of the actors spawned through this proxy in this process and
+        # still open; an actor lives as long as the session that spawned it,
+        # so while there are any, this proxy's idle sessions stay open
+        self.actors: set[str] = set()
 
     # pickling: configuration only, cached
 
@@ -301,12 +305,16 @@ class WorkerProxy:
 
     def _connect(self, metadata: WorkerMetadata) -> WorkerConnection:
         if self.credentials is None:
-            return WorkerConnection(metadata.address)
+            return WorkerConnection(metadata.address, keep_session=self._keeps_sessions)
         return WorkerConnection(
             metadata.address,
             credentials=self.credentials.channel_credentials(),
             options=self.credentials.channel_options(),
+            keep_session=self._keeps_sessions,
         )
+
+    def _keeps_sessions(self) -> bool:
+        return bool(self.actors)
 
     # dispatch
 

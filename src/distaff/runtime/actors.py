@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import weakref
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
@@ -31,15 +30,15 @@ T = TypeVar("T")
 _OPTIONS = _Options()
 LOOKUP_TIMEOUT = 10.0  # seconds a name lookup may take, all workers asked at once
 
-# Actors spawned through each proxy in this process: a worker keeps the
-# proxies it restored running while they hold actors (an actor lives as long
-# as the session that spawned it).
-_held: weakref.WeakKeyDictionary[WorkerProxy, set[str]] = weakref.WeakKeyDictionary()
-
 
 def holds_actors(proxy: WorkerProxy) -> bool:
-    """True while actors spawned through ``proxy`` in this process are open."""
-    return bool(_held.get(proxy))
+    """True while actors spawned through ``proxy`` in this process are open.
+
+    An actor lives as long as the session that spawned it: such a proxy
+    keeps its sessions open however idle, and a worker keeps a proxy it
+    restored running.
+    """
+    return bool(proxy.actors)
 
 
 class ActorHandle(Generic[T]):
@@ -111,9 +110,8 @@ class ActorHandle(Generic[T]):
         finally:
             self._death = (ActorDiedError.CLOSED, "closed by its handle")
             proxy = current_proxy_var.get()
-            held = _held.get(proxy) if proxy is not None else None
-            if held is not None:
-                held.discard(self.id)
+            if proxy is not None:
+                proxy.actors.discard(self.id)
 
     async def __aenter__(self) -> ActorHandle[T]:
         return self
@@ -143,10 +141,8 @@ async def spawn(
     actor_id = new_task_id()
     task = _new_task(spawn_actor, (cls, args, kwargs, actor_id, name), {}, False, _OPTIONS)
     worker: str = await run_task(task)
-    held = _held.get(task.proxy)
-    if held is None:
-        held = _held[task.proxy] = set()
-    held.add(actor_id)
+    assert task.proxy is not None
+    task.proxy.actors.add(actor_id)
     return ActorHandle(actor_id, worker, cls, name)
 
 

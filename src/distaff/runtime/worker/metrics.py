@@ -47,6 +47,7 @@ class WorkerMetrics:
 
     Args:
         in_flight: returns the number of calls running now.
+        sessions: returns the number of caller sessions open now.
         routines: how many distinct routine names get their own label value.
         labels: extra labels of ``distaff_worker_info``.
     """
@@ -56,8 +57,10 @@ class WorkerMetrics:
         in_flight: Callable[[], int],
         routines: int = 100,
         labels: dict[str, str] | None = None,
+        sessions: Callable[[], int] | None = None,
     ) -> None:
         self._in_flight = in_flight
+        self._sessions = sessions
         self._labels = RoutineLabels(routines)
         self._calls: dict[tuple[str, str], int] = {}
         self._items: dict[str, int] = {}
@@ -110,6 +113,13 @@ class WorkerMetrics:
         yield GaugeMetricFamily(
             "distaff_worker_calls_in_flight", "Calls running now.", value=self._in_flight()
         )
+        if self._sessions is not None:
+            yield GaugeMetricFamily(
+                "distaff_worker_sessions",
+                "Caller sessions open now (one per caller connection with calls in the"
+                " last few seconds, or holding actors).",
+                value=self._sessions(),
+            )
         yield InfoMetricFamily("distaff_worker", "The worker's versions.", value=self._info)
 
     def serve(self, host: str, port: int) -> int:

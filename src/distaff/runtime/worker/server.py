@@ -281,7 +281,10 @@ class Worker:
 
         service = self._service
         metrics = WorkerMetrics(
-            lambda: service.running, config.metrics_routines, labels={"uid": config.uid}
+            lambda: service.running,
+            config.metrics_routines,
+            labels={"uid": config.uid},
+            sessions=lambda: service.sessions,
         )
         self._metrics = service.instruments.metrics = metrics
         assert config.metrics_port is not None

@@ -214,6 +214,11 @@ class WorkerService:
         """Calls running now, over all sessions."""
         return len(self._running)
 
+    @property
+    def sessions(self) -> int:
+        """Caller sessions open now."""
+        return len(self._served)
+
     async def session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         """The gRPC handler of ``Session``: serve one caller's stream."""
         try:
