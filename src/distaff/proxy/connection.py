@@ -84,6 +84,13 @@ def session_idle_from_env() -> float | None:
     return seconds or None
 
 
+async def _end_idle(driver: _SessionDriver) -> None:
+    """End an idle session: half-close, and the worker's OK (or, after a while, cancel)."""
+    # its error, if any, is the stream's, and nobody is left to tell
+    with contextlib.suppress(Exception):
+        await driver.aclose(_CLOSE_PATIENCE)
+
+
 def _peak_average(average: float, sample: float, weight: float) -> float:
     """Peak-weighted moving average: a higher sample counts at once, a lower
     one pulls the average down by ``1 - weight``."""
@@ -436,7 +443,7 @@ class WorkerConnection:
         # the next dispatch opens a new session; this one half-closes and
         # the worker ends it with OK
         self._driver = None
-        self._ending = driver.loop.create_task(driver.aclose(_CLOSE_PATIENCE))
+        self._ending = driver.loop.create_task(_end_idle(driver))
 
     async def dispatch(self, task: Task, *, timeout: float | None = None) -> RemoteCall:
         """Send ``task`` and return its call once the worker has taken it.
