@@ -6,7 +6,7 @@ fresh caller process (``python -m bench.scaling --one N``):
 - start: from entering ``WorkerPool(spawn=N)`` to the block's body (every
   worker serves and is admitted).
 - idle: after 2N direct no-op calls and 2 s past the sessions' idle time
-  (``DISTAFF_SESSION_IDLE``, 5 s: the sessions have ended), nothing for
+  (``DISTAFF_SESSION_IDLE``, 30 s: the sessions have ended), nothing for
   ``--idle`` seconds: the CPU time of the caller and of each worker over that
   window (schedstat, ns; the caller's counters read so that reading the
   workers' is not billed to it), as a percentage of one core; then each idle

@@ -65,13 +65,15 @@ _FAILURE_PENALTY = 1.0
 _CLOSE_PATIENCE = 0.25
 # a session with no call open for this long ends (unless its connection is
 # told to keep it): the channel stays connected, the next call opens a new
-# session (one round trip for its hello), and meanwhile nothing pings
-SESSION_IDLE = 5.0
+# session, and meanwhile nothing pings. A new stream and its hello cost a
+# few unary calls' time, so a caller that calls at least this often never
+# pays it, and an idle pool goes quiet after this long.
+SESSION_IDLE = 30.0
 _SESSION_IDLE_ENV = "DISTAFF_SESSION_IDLE"
 
 
 def session_idle_from_env() -> float | None:
-    """``DISTAFF_SESSION_IDLE`` in seconds (default 5; 0 keeps idle sessions open)."""
+    """``DISTAFF_SESSION_IDLE`` in seconds (default 30; 0 keeps idle sessions open)."""
     value = os.environ.get(_SESSION_IDLE_ENV)
     if value is None:
         return SESSION_IDLE
@@ -250,7 +252,7 @@ class WorkerConnection:
             in-process worker service with it.
         session_idle: end the session once no call was open for this many
             seconds (0: keep it open); the next call opens another. None
-            (the default): ``DISTAFF_SESSION_IDLE``, else 5.
+            (the default): ``DISTAFF_SESSION_IDLE``, else 30.
         keep_session: while this returns True, an idle session stays open
             (its worker holds state that lives as long as the session, such
             as actors spawned over it).
