@@ -439,7 +439,9 @@ class WorkerConnection:
         )
         if busy or self.turn != self._idle_turn or quiet < idle:
             self._idle_turn = self.turn
-            wait = idle if busy else max(idle - quiet, idle / 10)
+            # idle, or the rest of it since the last call ended (a few ms
+            # late at most, so a pool is quiet once the period has passed)
+            wait = idle if busy else max(idle - quiet, 0.01)
             self._idle_timer = driver.loop.call_later(wait, self._idle_check)
             return
         # the next dispatch opens a new session; this one half-closes and
