@@ -200,6 +200,29 @@ async def nap(seconds: float) -> int:
 
 
 @distaff.routine
+async def nap_then_bulk(seconds: float, size: int) -> tuple[int, bytes]:
+    """Sleep ``seconds``; return the serving process's PID and ``size`` bytes."""
+    await asyncio.sleep(seconds)
+    return os.getpid(), os.urandom(size)
+
+
+@distaff.routine
+async def naps_elsewhere(
+    marker: str, count: int, seconds: float, size: int
+) -> tuple[int, list[int], int]:
+    """Nap ``count`` times in nested calls; ``marker``.started once they run.
+
+    Each nap answers with ``size`` bytes. Returns this worker's PID, those of
+    the workers that napped, and the bytes that came back.
+    """
+    naps = [asyncio.ensure_future(nap_then_bulk(seconds, size)) for _ in range(count)]
+    await asyncio.sleep(min(0.3, seconds / 3))  # dispatched, and running
+    pathlib.Path(marker + ".started").touch()
+    answers = await asyncio.gather(*naps)
+    return os.getpid(), [pid for pid, _ in answers], sum(len(data) for _, data in answers)
+
+
+@distaff.routine
 async def read_rest(f: Any) -> tuple[str, str]:
     """What a file argument is on the worker, and what is left to read in it."""
     return type(f).__name__, f.read()

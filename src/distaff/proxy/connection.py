@@ -590,13 +590,17 @@ class WorkerConnection:
         task is cancelled first, the connection is closed at once.
         """
         try:
-            while not self._idle.is_set():
-                driver = self._driver
-                if driver is not None and driver.error is not None:
-                    break
-                await self._idle.wait()
+            await self.quiet()
         finally:
             await self.aclose()
+
+    async def quiet(self) -> None:
+        """Return once no call is in flight here (or the session broke)."""
+        while not self._idle.is_set():
+            driver = self._driver
+            if driver is not None and driver.error is not None:
+                break
+            await self._idle.wait()
 
     async def aclose(self) -> None:
         """Close the session and the channel; open calls end. Idempotent."""

@@ -203,6 +203,13 @@ class WorkerProxy:
             return 0
         return sum(c.statistics().in_flight for c in membership.context.workers.values())
 
+    async def quiet(self) -> None:
+        """Return once no call dispatched through this proxy is in flight."""
+        membership = self._membership
+        if membership is not None:
+            for connection in list(membership.context.workers.values()):
+                await connection.quiet()
+
     async def start(self) -> None:
         """Check the balancer, subscribe to discovery; idempotent."""
         if self._state is ProxyState.STOPPING:

@@ -243,7 +243,10 @@ class WorkerPool:
         finally:
             try:
                 if supervisor is not None:
-                    await supervisor.stop()
+                    # a pool with its own discovery has no caller but this one
+                    # and its workers: they may stop together
+                    together = self._proxy.quiet if self._private is not None else None
+                    await supervisor.stop(answered=together)
             finally:
                 try:
                     await self._proxy.stop()

@@ -4,12 +4,16 @@ The parent writes one JSON line (``sys.path``) and then a length-prefixed
 pickled :class:`WorkerConfig` to our stdin, and keeps stdin open for as long
 as it wants us alive: end-of-file on stdin means the parent is gone, and we
 stop. We report readiness on the file descriptor named in ``argv[1]``:
-``OK`` + msgpack metadata, or ``ER`` + the formatted startup error.
+``OK`` + the length (4 bytes) + msgpack metadata, or ``ER`` + the formatted
+startup error. After ``OK`` the descriptor stays open: when the parent stops
+the whole pool it writes ``LEAVE`` on our stdin, we drain, write ``D`` there,
+and exit at once when stdin ends (``Worker.leave_together``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -28,6 +32,7 @@ def _read_config() -> object:
 async def _serve(config: object, ready_fd: int) -> None:
     from ...serialization.metadata import encode_metadata
     from .._limits import raise_open_files_limit
+    from .process import DRAINED, LEAVE
     from .server import Worker, WorkerConfig, install_signal_handlers
 
     assert isinstance(config, WorkerConfig)
@@ -37,17 +42,30 @@ async def _serve(config: object, ready_fd: int) -> None:
     loop = asyncio.get_running_loop()
 
     def on_stdin() -> None:
-        if not os.read(0, 4096):
-            loop.remove_reader(0)
-            worker.stop()
+        data = os.read(0, 4096)
+        if data:  # the parent's word: the whole pool stops
+            if LEAVE in data:
+                worker.leave_together()
+            return
+        loop.remove_reader(0)
+        worker.go()  # the parent is gone, or says go
 
     loop.add_reader(0, on_stdin)
 
     def ready(metadata: object) -> None:
-        os.write(ready_fd, b"OK" + encode_metadata(metadata))  # type: ignore[arg-type]
-        os.close(ready_fd)
+        encoded = encode_metadata(metadata)  # type: ignore[arg-type]
+        os.write(ready_fd, b"OK" + struct.pack("!I", len(encoded)) + encoded)
+        reported.append(True)
 
-    await worker.run(ready)
+    def drained() -> None:
+        with contextlib.suppress(OSError):  # the parent is gone: stdin ends too
+            os.write(ready_fd, DRAINED)
+
+    await worker.run(ready, drained)
+
+
+# whether readiness was reported (a later failure goes to stderr)
+reported: list[bool] = []
 
 
 def run(ready_fd: int) -> int:
@@ -58,11 +76,12 @@ def run(ready_fd: int) -> int:
 
         loops.run(_serve(config, ready_fd), getattr(config, "event_loop", "auto"))
     except BaseException:
-        message = traceback.format_exc().encode()
-        try:
-            os.write(ready_fd, b"ER" + message)
-        except OSError:  # already reported ready: the failure came later
-            sys.stderr.write(message.decode())
+        message = traceback.format_exc()
+        if reported:  # the failure came later
+            sys.stderr.write(message)
+        else:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"ER" + message.encode())
         return 1
     return 0
 

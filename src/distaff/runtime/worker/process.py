@@ -20,6 +20,11 @@ from .._malloc import worker_environment
 from .server import WorkerConfig
 from .template import ForkedChild, WorkerTemplate
 
+# when the whole pool stops: our word on a child's stdin, its answer on its
+# readiness descriptor once it has drained (see ``Worker.leave_together``)
+LEAVE = b"L"
+DRAINED = b"D"
+
 
 class _Spawned:
     """A worker started as a fresh interpreter: our child, its stdin our pipe."""
@@ -35,6 +40,13 @@ class _Spawned:
     async def send(self, data: bytes) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(data)
+
+    def tell(self, word: bytes) -> bool:
+        stdin = self.process.stdin
+        if stdin is None or stdin.is_closing():
+            return False
+        stdin.write(word)
+        return True
 
     def close_lifeline(self) -> None:
         if self.process.stdin is not None:
@@ -67,6 +79,16 @@ class _Forked:
             # a child that died first fails the write; its readiness pipe says why
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(lifeline.write, data)
+
+    def tell(self, word: bytes) -> bool:
+        lifeline = self.child.lifeline
+        if lifeline is None:
+            return False
+        try:  # a few bytes into an empty pipe: never blocks
+            lifeline.write(word)
+        except OSError:  # it exited
+            return False
+        return True
 
     def close_lifeline(self) -> None:
         self.child.close_lifeline()
@@ -102,6 +124,7 @@ class WorkerProcess:
         self.sys_path = sys_path
         self.template = template
         self._process: _Spawned | _Forked | None = None
+        self._reports: _Reports | None = None  # the child's readiness descriptor, kept open
         self.metadata: WorkerMetadata | None = None
 
     @property
@@ -116,7 +139,11 @@ class WorkerProcess:
 
     async def wait(self) -> int | None:
         """Wait until the child exits; return its status (None: never spawned, or unknown)."""
-        return None if self._process is None else await self._process.wait()
+        if self._process is None:
+            return None
+        status = await self._process.wait()
+        self._close_reports()  # it exited: nothing more will come
+        return status
 
     async def start(self, timeout: float = 60.0) -> WorkerMetadata:
         """Spawn the worker and wait until it serves; return its metadata.
@@ -184,9 +211,32 @@ class WorkerProcess:
                 except BaseException:
                     os.close(read_fd)
                     raise
-                return await _read_all(read_fd)
+                report, self._reports = await _read_report(read_fd)
+                return report
         except TimeoutError:
             raise WorkerStartError(f"worker did not report ready within {timeout} s") from None
+
+    def leave_together(self) -> bool:
+        """Ask the child to stop with its whole pool (see ``Worker.leave_together``).
+
+        Returns False if it cannot (it is not running, or reports nothing):
+        ``stop()`` stops it alone.
+        """
+        process = self._process
+        if process is None or process.returncode is not None or self._reports is None:
+            return False
+        return process.tell(LEAVE)
+
+    async def drained(self) -> None:
+        """Wait until the child, asked to ``leave_together``, has drained (or exited)."""
+        reports = self._reports
+        if reports is not None:
+            await reports.next()
+
+    def go(self) -> None:
+        """Tell a drained child to exit now (the end of its stdin)."""
+        if self._process is not None:
+            self._process.close_lifeline()
 
     async def stop(self, grace: float | None = None) -> int | None:
         """SIGTERM, wait for the drain (``grace`` plus a margin), then SIGKILL."""
@@ -202,7 +252,14 @@ class WorkerProcess:
                     await process.wait()
             except TimeoutError:
                 process.kill()
-        return await process.wait()
+        status = await process.wait()
+        self._close_reports()
+        return status
+
+    def _close_reports(self) -> None:
+        reports, self._reports = self._reports, None
+        if reports is not None:
+            reports.close()
 
     async def kill(self) -> None:
         """SIGKILL the child (if running) and reap it."""
@@ -211,6 +268,7 @@ class WorkerProcess:
             if process.returncode is None:
                 process.kill()
             await process.wait()
+        self._close_reports()
 
 
 def worker_process_environment() -> dict[str, str]:
@@ -222,14 +280,43 @@ def worker_process_environment() -> dict[str, str]:
     return env
 
 
-async def _read_all(fd: int) -> bytes:
+class _Reports:
+    """The child's readiness descriptor, kept open after ``OK`` for its later reports."""
+
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
+        self._reader = reader
+        self._transport = transport
+
+    async def next(self) -> bytes:
+        """The next report byte; empty once the child has exited (and then closed)."""
+        data = await self._reader.read(1)
+        if not data:
+            self.close()
+        return bytes(data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+async def _read_report(fd: int) -> tuple[bytes, _Reports | None]:
+    """``OK`` + metadata, with the descriptor kept open; or ``ER`` + why, read to the end."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
     try:
-        data: Any = await reader.read()
-        return bytes(data)
-    finally:
+        kind = await reader.readexactly(2)
+        if kind == b"OK":
+            (size,) = struct.unpack("!I", await reader.readexactly(4))
+            report = kind + await reader.readexactly(size)
+            return report, _Reports(reader, transport)
+        rest: Any = await reader.read()
+        report = kind + bytes(rest)
+    except asyncio.IncompleteReadError as exc:  # it exited before reporting
+        report = bytes(exc.partial)
+    except BaseException:
         transport.close()
+        raise
+    transport.close()
+    return report, None

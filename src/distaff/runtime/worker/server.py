@@ -12,6 +12,7 @@ import os
 import platform
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -176,6 +177,8 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self._stop = asyncio.Event()
+        self._released = asyncio.Event()  # told to go (see leave_together)
+        self._together = False
         self._proxies = ProxyRegistry(config.credentials)
         self._service = WorkerService(
             self._proxies, self._stop.set, config.uid, max_concurrency=config.max_concurrency
@@ -191,8 +194,38 @@ class Worker:
         """Begin a graceful stop (safe from a signal handler)."""
         self._stop.set()
 
-    async def run(self, ready: Callable[[WorkerMetadata], None]) -> None:
-        """Serve until stopped; call ``ready`` once reachable and published."""
+    def leave_together(self) -> None:
+        """Stop as one of a whole pool that stops at once (its parent's word).
+
+        The worker refuses new calls and drains its own, but ends no
+        connection: it tells its parent it has drained (``run``'s
+        ``drained``) and, once told to ``go()``, exits without ending its
+        sessions. The parent says go only when every worker of the pool has
+        drained and its own calls have their answers, so no frame is still
+        owed to anyone who waits for it; ending hundreds of worker-to-worker
+        sessions one by one would be work for nobody. Ignored once a stop
+        has begun (a signal came first): that stop stays graceful.
+        """
+        if not self._stop.is_set():
+            self._together = True
+            self._stop.set()
+
+    def go(self) -> None:
+        """The parent's word (or its end): stop; after ``leave_together``, exit at once."""
+        self._released.set()
+        self._stop.set()
+
+    async def run(
+        self,
+        ready: Callable[[WorkerMetadata], None],
+        drained: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve until stopped; call ``ready`` once reachable and published.
+
+        ``drained`` (a spawned worker's report to its parent) is what makes
+        ``leave_together`` possible: after it is called the worker waits for
+        ``go()`` and then ends the process (``os._exit``) where it stands.
+        """
         config = self.config
         check_bind_policy(config)
         server = self._server()
@@ -237,15 +270,23 @@ class Worker:
                 self._service.running,
                 config.grace,
             )
-            self._service.refuse_new_calls()
+            together = self._together and drained is not None
+            # stopping together, the sessions stay open to the end: no caller
+            # is told to end them (a call that comes is still refused)
+            self._service.refuse_new_calls(tell=not together)
             self._health.set_serving(False)
-            # shipped proxies with nothing in flight stop following the pool now,
-            # rather than each watching every other worker of a stopping pool go
-            await self._proxies.stop_idle(0.0)
-            await self._publish(DiscoveryEventType.WORKER_DROPPED)
+            if not together:
+                # shipped proxies with nothing in flight stop following the pool
+                # now, rather than each watching every other worker of a
+                # stopping pool go
+                await self._proxies.stop_idle(0.0)
+                await self._publish(DiscoveryEventType.WORKER_DROPPED)
             cancelled = await self._service.drain(config.grace)
             if cancelled:
                 log.warning("drain grace ran out: cancelled %d call(s)", cancelled)
+            if together:
+                assert drained is not None
+                await self._leave(drained)
             await self._proxies.aclose()
             # every call has ended: let each session write its last frames and
             # end with an OK status, so no caller sees a stream cut mid-call
@@ -259,6 +300,17 @@ class Worker:
                 await asyncio.to_thread(self._metrics.close)
             release_output()
             log.info("stopped")
+
+    async def _leave(self, drained: Callable[[], None]) -> None:
+        """Report the drain, serve (refusing calls) until told to go, and exit."""
+        drained()
+        await self._released.wait()
+        log.info("stopped (with the whole pool)")
+        release_output()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
     def _log_started(self) -> None:
         meta = self.metadata

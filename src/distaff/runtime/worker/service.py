@@ -498,17 +498,19 @@ class WorkerService:
         context.add_done_callback(lambda _: self._on_stop())
         return StopReply(cancelled=cancelled)
 
-    def refuse_new_calls(self) -> None:
+    def refuse_new_calls(self, *, tell: bool = True) -> None:
         """Start draining: every session is told at once (a Drain frame).
 
         Callers then move new calls elsewhere before discovery says anything;
-        a Start already on its way is refused, which is safe to retry.
+        a Start already on its way is refused, which is safe to retry. Not
+        ``tell``: no Drain frame (a caller told ends its session once its
+        calls are done; a worker stopping with its whole pool keeps them).
         """
         if not self._draining:
             log.info("draining: refusing new calls, %d running", self.running)
         self._draining = True
         for served in self._served:
-            served.session.drain()
+            served.session.drain(tell=tell)
             served.pump.wake()
 
     async def drain(self, grace: float) -> int:

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..._exceptions import WorkerStartError
@@ -25,6 +26,8 @@ RESTART_LIMIT = 5
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 STABLE_AFTER = 30.0
+# workers stopping together report their drain within the grace and this (s)
+LEAVE_MARGIN = 2.0
 
 
 def backoff(failures: int) -> float:
@@ -137,13 +140,22 @@ class WorkerSupervisor:
             logger.exception("restarting spawned worker %d failed", index)
             await process.kill()
 
-    async def stop(self) -> None:
+    async def stop(self, *, answered: Callable[[], Awaitable[None]] | None = None) -> None:
         """Stop every worker (drain, then SIGKILL after the grace); leave none running.
+
+        With ``answered`` (the whole pool stops, and nobody but its caller and
+        its own workers calls them), the workers stop together: each drains
+        its calls, and once every one has and ``answered()`` has returned (the
+        caller's calls have their answers), all exit at once without ending
+        their connections one by one: no frame is owed to anyone waiting for
+        it by then. Otherwise each worker ends its sessions cleanly.
 
         Raises:
             BaseException: the first error from stopping a worker, after all are gone.
         """
         slots = list(self._slots)
+        if answered is not None:
+            await self._leave_together(slots, answered)
         try:
             results: list[Any] = await asyncio.gather(
                 *(p.stop() for p in slots), return_exceptions=True
@@ -156,6 +168,24 @@ class WorkerSupervisor:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _leave_together(
+        self, slots: list[WorkerProcess], answered: Callable[[], Awaitable[None]]
+    ) -> None:
+        leaving = [p for p in slots if p.leave_together()]
+        try:
+            # each drains within the grace; the margin is for the reports
+            async with asyncio.timeout(self._config.grace + LEAVE_MARGIN):
+                await asyncio.gather(*(p.drained() for p in leaving))
+                await answered()
+        except TimeoutError:
+            logger.warning(
+                "the pool's workers did not all drain within %.1f s; stopping them anyway",
+                self._config.grace + LEAVE_MARGIN,
+            )
+        finally:
+            for process in leaving:
+                process.go()
 
 
 def _ended(status: int | None) -> str:

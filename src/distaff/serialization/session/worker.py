@@ -211,11 +211,11 @@ class WorkerSession:
         """End a call the caller cancelled: it wants no final frame."""
         self._calls.pop(call, None)
 
-    def drain(self) -> None:
-        """Refuse new calls from now on, and tell the caller so."""
+    def drain(self, *, tell: bool = True) -> None:
+        """Refuse new calls from now on, and tell the caller so (unless not ``tell``)."""
         if not self.draining:
             self.draining = True
-            if self._greeted:
+            if self._greeted and tell:
                 self._pending.frames.add().drain.SetInParent()
 
     def _set_payload(self, value: Any, payload: Payload) -> None:

@@ -1,0 +1,110 @@
+"""A pool's workers stop together: drain, report, and exit at the parent's word.
+
+Ending every worker-to-worker session one by one is most of the cost of
+stopping a large pool that made nested calls; workers that stop with their
+whole pool skip it, but only once nothing is owed to anyone waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from typing import Any
+
+import grpc.aio
+import pytest
+
+import distaff
+from distaff.runtime.context import current_proxy_var
+from distaff.runtime.worker.process import WorkerProcess
+from distaff.runtime.worker.server import WorkerConfig
+from distaff.runtime.worker.supervisor import WorkerSupervisor
+from distaff.serialization.rpc import call_describe
+
+from ..waiting import wait_until
+from . import routines as r
+from .test_session_regressions import Switchboard, event
+
+_BULK = 4 << 20  # each nested answer: 4 MiB
+
+
+async def test_a_worker_asked_to_leave_drains_reports_and_waits_for_the_word_to_go(
+    tmp_path: pathlib.Path,
+) -> None:
+    process = WorkerProcess(WorkerConfig(grace=10.0))
+    metadata = await process.start()
+    board = Switchboard(asyncio.Queue())
+    proxy = distaff.WorkerProxy(board)
+    token = current_proxy_var.set(proxy)
+    try:
+        await proxy.start()
+        board.events.put_nowait(event("WORKER_ADDED", metadata))
+        await proxy.wait_for(bool, 5)
+        marker = str(tmp_path / "m")
+        call = asyncio.ensure_future(r.sleep_then_mark(marker, 1.0))
+        await wait_until(pathlib.Path(marker + ".started").exists)
+
+        assert process.leave_together()
+        drained = asyncio.ensure_future(process.drained())
+        await asyncio.sleep(0)
+        assert not drained.done()  # its call has most of a second to go
+
+        assert await call == "finished"  # the drain lets it finish, and its answer arrives
+        async with asyncio.timeout(10):
+            await drained
+        # drained, and still serving until the word: it answers, and says it drains
+        channel = grpc.aio.insecure_channel(metadata.address)
+        try:
+            assert (await call_describe(channel, timeout=5)).draining
+        finally:
+            await channel.close()
+
+        process.go()
+        async with asyncio.timeout(10):
+            assert await process.wait() == 0
+    finally:
+        current_proxy_var.reset(token)
+        await proxy.stop()
+        await process.kill()
+
+
+async def test_nested_calls_in_flight_when_a_pool_exits_finish_on_every_worker(
+    tmp_path: pathlib.Path,
+) -> None:
+    # every worker drains, and none exits before all have: the naps' answers
+    # (large, so that they are still being written when the naps end) reach
+    # the worker that waits for them, and its answer reaches the caller
+    marker = str(tmp_path / "m")
+    async with distaff.WorkerPool(spawn=4, grace=10) as pool:
+        pids = set(pool.pids)
+        call = asyncio.ensure_future(r.naps_elsewhere(marker, 8, 1.5, _BULK))
+        await wait_until(pathlib.Path(marker + ".started").exists)
+
+    outer, inner, received = await call
+    assert outer in pids
+    assert len(inner) == 8
+    assert set(inner) <= pids
+    assert received == 8 * _BULK
+
+
+@pytest.mark.parametrize("own_discovery", [True, False])
+async def test_only_a_pool_with_its_own_discovery_stops_its_workers_together(
+    own_discovery: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    # observed, not replaced: the real stop runs either way
+    seen: list[Any] = []
+    stop = WorkerSupervisor.stop
+
+    async def observed(self: WorkerSupervisor, **kwargs: Any) -> None:
+        seen.append(kwargs.get("answered"))
+        await stop(self, **kwargs)
+
+    monkeypatch.setattr(WorkerSupervisor, "stop", observed)
+    options: dict[str, Any] = {}
+    if not own_discovery:  # others may follow it, and call the workers
+        options["discovery"] = distaff.LocalDiscovery("together", root=str(tmp_path))
+    async with distaff.WorkerPool(spawn=2, **options):
+        assert await r.echo(1) == 1
+
+    assert len(seen) == 1
+    assert (seen[0] is not None) is own_discovery
