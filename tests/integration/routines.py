@@ -200,6 +200,14 @@ async def nap(seconds: float) -> int:
 
 
 @distaff.routine
+async def nap_marking_pid(marker: str, seconds: float) -> int:
+    """Write this worker's PID to ``marker``, then sleep ``seconds``; return the PID."""
+    pathlib.Path(marker).write_text(str(os.getpid()))
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
+@distaff.routine
 async def nap_then_bulk(seconds: float, size: int) -> tuple[int, bytes]:
     """Sleep ``seconds``; return the serving process's PID and ``size`` bytes."""
     await asyncio.sleep(seconds)

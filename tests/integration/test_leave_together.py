@@ -8,7 +8,9 @@ whole pool skip it, but only once nothing is owed to anyone waiting.
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
+import signal
 from typing import Any
 
 import grpc.aio
@@ -23,6 +25,7 @@ from distaff.serialization.rpc import call_describe
 
 from ..waiting import wait_until
 from . import routines as r
+from .fault_routines import alive
 from .test_session_regressions import Switchboard, event
 
 _BULK = 4 << 20  # each nested answer: 4 MiB
@@ -108,3 +111,33 @@ async def test_only_a_pool_with_its_own_discovery_stops_its_workers_together(
 
     assert len(seen) == 1
     assert (seen[0] is not None) is own_discovery
+
+
+async def test_a_worker_that_dies_while_its_pool_stops_together_does_not_hold_the_stop(
+    tmp_path: pathlib.Path,
+) -> None:
+    marker = tmp_path / "m"
+
+    async def kill_once_the_other_drains(busy: int, other: str) -> None:
+        # both are asked to leave at once; the idle one drains at once
+        channel = grpc.aio.insecure_channel(other)
+        try:
+            async with asyncio.timeout(10):
+                while not (await call_describe(channel, timeout=5)).draining:
+                    await asyncio.sleep(0.01)
+        finally:
+            await channel.close()
+        os.kill(busy, signal.SIGKILL)  # its call had most of a minute of grace to go
+
+    async with asyncio.timeout(40):  # not the grace: the death is the dead worker's report
+        async with distaff.WorkerPool(spawn=2, grace=60) as pool:
+            call = asyncio.ensure_future(r.nap_marking_pid(str(marker), 60))
+            await wait_until(lambda: marker.exists() and marker.read_text() != "")
+            busy = int(marker.read_text())
+            (other,) = [w for w in pool.proxy.workers if w.pid != busy]
+            killer = asyncio.ensure_future(kill_once_the_other_drains(busy, other.address))
+        await killer
+
+    with pytest.raises(distaff.RpcError):
+        await call
+    assert not any(alive(pid) for pid in (busy, other.pid))
