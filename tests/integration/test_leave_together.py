@@ -17,7 +17,6 @@ import grpc.aio
 import pytest
 
 import distaff
-from distaff.runtime.context import current_proxy_var
 from distaff.runtime.worker.process import WorkerProcess
 from distaff.runtime.worker.server import WorkerConfig
 from distaff.runtime.worker.supervisor import WorkerSupervisor
@@ -26,7 +25,7 @@ from distaff.serialization.rpc import call_describe
 from ..waiting import wait_until
 from . import routines as r
 from .fault_routines import alive
-from .test_session_regressions import Switchboard, event
+from .test_session_regressions import proxy_to
 
 _BULK = 4 << 20  # each nested answer: 4 MiB
 
@@ -35,39 +34,32 @@ async def test_a_worker_asked_to_leave_drains_reports_and_waits_for_the_word_to_
     tmp_path: pathlib.Path,
 ) -> None:
     process = WorkerProcess(WorkerConfig(grace=10.0))
-    metadata = await process.start()
-    board = Switchboard(asyncio.Queue())
-    proxy = distaff.WorkerProxy(board)
-    token = current_proxy_var.set(proxy)
     try:
-        await proxy.start()
-        board.events.put_nowait(event("WORKER_ADDED", metadata))
-        await proxy.wait_for(bool, 5)
-        marker = str(tmp_path / "m")
-        call = asyncio.ensure_future(r.sleep_then_mark(marker, 1.0))
-        await wait_until(pathlib.Path(marker + ".started").exists)
+        metadata = await process.start()
+        async with proxy_to(metadata):
+            marker = str(tmp_path / "m")
+            call = asyncio.ensure_future(r.sleep_then_mark(marker, 1.0))
+            await wait_until(pathlib.Path(marker + ".started").exists)
 
-        assert process.leave_together()
-        drained = asyncio.ensure_future(process.drained())
-        await asyncio.sleep(0)
-        assert not drained.done()  # its call has most of a second to go
+            assert process.leave_together()
+            drained = asyncio.ensure_future(process.drained())
+            await asyncio.sleep(0)
+            assert not drained.done()  # its call has most of a second to go
 
-        assert await call == "finished"  # the drain lets it finish, and its answer arrives
-        async with asyncio.timeout(10):
-            await drained
-        # drained, and still serving until the word: it answers, and says it drains
-        channel = grpc.aio.insecure_channel(metadata.address)
-        try:
-            assert (await call_describe(channel, timeout=5)).draining
-        finally:
-            await channel.close()
+            assert await call == "finished"  # the drain lets it finish; its answer arrives
+            async with asyncio.timeout(10):
+                await drained
+            # drained, and serving until the word: it answers, and says it drains
+            channel = grpc.aio.insecure_channel(metadata.address)
+            try:
+                assert (await call_describe(channel, timeout=5)).draining
+            finally:
+                await channel.close()
 
-        process.go()
-        async with asyncio.timeout(10):
-            assert await process.wait() == 0
+            process.go()
+            async with asyncio.timeout(10):
+                assert await process.wait() == 0
     finally:
-        current_proxy_var.reset(token)
-        await proxy.stop()
         await process.kill()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -90,11 +91,11 @@ def event(kind: str, metadata: distaff.WorkerMetadata) -> distaff.DiscoveryEvent
     return distaff.DiscoveryEvent(distaff.DiscoveryEventType[kind], metadata)
 
 
-async def test_stopping_a_proxy_does_not_wait_for_calls_on_a_dropped_worker(
-    tmp_path: pathlib.Path,
-) -> None:
-    process = WorkerProcess(WorkerConfig(grace=0.5))
-    metadata = await process.start()
+@contextlib.asynccontextmanager
+async def proxy_to(
+    metadata: distaff.WorkerMetadata,
+) -> AsyncIterator[tuple[distaff.WorkerProxy, Switchboard]]:
+    """A running proxy, current for routine calls, that has admitted the worker ``metadata``."""
     board = Switchboard(asyncio.Queue())
     proxy = distaff.WorkerProxy(board)
     token = current_proxy_var.set(proxy)
@@ -102,22 +103,33 @@ async def test_stopping_a_proxy_does_not_wait_for_calls_on_a_dropped_worker(
         await proxy.start()
         board.events.put_nowait(event("WORKER_ADDED", metadata))
         await proxy.wait_for(bool, 5)
-        marker = str(tmp_path / "m")
-        call = asyncio.create_task(fr.block(marker, 30))
-        async with asyncio.timeout(10):
-            while not os.path.exists(marker + ".started"):
-                await asyncio.sleep(0.01)
-        board.events.put_nowait(event("WORKER_DROPPED", metadata))
-        await proxy.wait_for(lambda workers: not workers, 5)
-
-        async with asyncio.timeout(3):  # the call has 27 s to go
-            await proxy.stop()
-
-        with pytest.raises(distaff.RpcError):
-            await call
+        yield proxy, board
     finally:
         current_proxy_var.reset(token)
         await proxy.stop()
+
+
+async def test_stopping_a_proxy_does_not_wait_for_calls_on_a_dropped_worker(
+    tmp_path: pathlib.Path,
+) -> None:
+    process = WorkerProcess(WorkerConfig(grace=0.5))
+    try:
+        metadata = await process.start()
+        async with proxy_to(metadata) as (proxy, board):
+            marker = str(tmp_path / "m")
+            call = asyncio.create_task(fr.block(marker, 30))
+            async with asyncio.timeout(10):
+                while not os.path.exists(marker + ".started"):
+                    await asyncio.sleep(0.01)
+            board.events.put_nowait(event("WORKER_DROPPED", metadata))
+            await proxy.wait_for(lambda workers: not workers, 5)
+
+            async with asyncio.timeout(3):  # the call has 27 s to go
+                await proxy.stop()
+
+            with pytest.raises(distaff.RpcError):
+                await call
+    finally:
         await process.stop()
 
 
