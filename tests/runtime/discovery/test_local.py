@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -414,3 +417,49 @@ async def test_without_inotify_and_pidfd_it_polls_and_still_drops_a_killed_publi
         await proc.wait()
         event = await next_event(it, timeout=5)
     assert (event.type, event.metadata.uid) == (DROPPED, uid)
+
+
+async def test_a_publisher_dead_but_not_yet_reaped_is_dropped_and_not_watched_in_a_loop(
+    disco: LocalDiscovery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process that exited stays a zombie until its parent reaps it; its
+    # pidfd is readable at once, so a subscriber that took it for alive
+    # would look again, and again, for as long as it stays unreaped.
+    scans: list[float] = []
+    scan = scan_module.Scanner.scan
+
+    def counting_scan(self: object, *args: object) -> object:
+        scans.append(time.monotonic())
+        return scan(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan_module.Scanner, "scan", counting_scan)
+    uid = f"zombie-{uuid.uuid4().hex}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, *sys.path])}
+    # not an asyncio subprocess: nothing reaps it until the test does
+    with subprocess.Popen(  # noqa: ASYNC220 (asyncio would reap it)
+        [sys.executable, "-c", CHILD_PUBLISHER, disco.namespace, disco.root, uid, "wait"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert await asyncio.to_thread(child.stdout.readline) == b"ready\n"
+            async with subscribe(disco.subscriber()) as it:
+                event = await next_event(it)
+                assert (event.type, event.metadata.uid) == (ADDED, uid)
+                os.kill(child.pid, signal.SIGKILL)  # and not reaped
+
+                event = await next_event(it, timeout=5)
+                assert (event.type, event.metadata.uid, event.withdrawn) == (DROPPED, uid, False)
+                looked = len(scans)
+                pending = asyncio.ensure_future(anext(it))
+                # the window over which nothing may happen (not a synchronisation)
+                done, _ = await asyncio.wait({pending}, timeout=0.5)
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+                assert not done
+                assert len(scans) - looked <= 1, f"{len(scans) - looked} scans in 0.5 s"
+        finally:
+            child.kill()

@@ -30,14 +30,19 @@ def _signature(st: os.stat_result) -> Signature:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _start_ticks(pid: int) -> int:
-    """Return the start time of ``pid`` in clock ticks since boot (0: unknown)."""
+def _process_state(pid: int) -> tuple[bytes, int]:
+    """``pid``'s state letter and start time in clock ticks since boot (``b""``, 0: unknown)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rpartition(b")")[2].split()
-        return int(fields[19])
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
-        return 0
+        return b"", 0
+
+
+def _start_ticks(pid: int) -> int:
+    """Return the start time of ``pid`` in clock ticks since boot (0: unknown)."""
+    return _process_state(pid)[1]
 
 
 def _pid_namespace() -> int:
@@ -71,7 +76,13 @@ def _alive(owner: _Owner, own_pidns: int) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by another user
-    return not start or _start_ticks(pid) in (0, start)
+    state, ticks = _process_state(pid)
+    if state in _EXITED:  # exited, and its parent has not reaped it yet
+        return False
+    return not start or ticks in (0, start)
+
+
+_EXITED = frozenset({b"Z", b"X"})  # zombie, dead
 
 
 @dataclasses.dataclass
