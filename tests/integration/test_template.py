@@ -89,3 +89,21 @@ async def test_the_exit_status_of_a_forked_worker_reaches_the_supervisor(
             while victim in pool.pids or len(pool.pids) < 2:
                 await asyncio.sleep(0.02)
     assert any(f"pid {victim}) was killed by SIGKILL" in m for m in caplog.messages)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="templates are Linux only")
+async def test_workers_that_die_at_once_are_all_reaped_and_reported() -> None:
+    # Many SIGCHLDs at once while the template waits for its next request:
+    # each child must be reaped and its exit reported now, not at the next
+    # fork (with restart=False no fork follows). A pool's workers that stop
+    # together exit like this.
+    for _ in range(3):
+        async with distaff.WorkerPool(spawn=8, restart=False) as pool:
+            pids = pool.pids
+            assert len(pids) == 8
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            async with asyncio.timeout(10):
+                while pool.pids:  # the template's exit reports
+                    await asyncio.sleep(0.01)
+        assert not any(alive(pid) for pid in pids)

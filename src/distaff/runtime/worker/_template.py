@@ -22,6 +22,7 @@ import contextlib
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -35,14 +36,26 @@ def _returncode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def _wake_only(signum: int, frame: object) -> None:
+    """SIGCHLD's handler: none needed, the wakeup pipe has woken ``serve`` already."""
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass
+
+
 class _Template:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
+        self.wakeup = -1  # read end of the pipe SIGCHLD writes to
+        self._wakeup_w = -1
 
     def send(self, kind: bytes, a: int, b: int) -> None:
         self.control.sendall(MESSAGE.pack(kind, a, b))
 
-    def reap(self, signum: int = 0, frame: object = None) -> None:
+    def reap(self) -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -56,9 +69,26 @@ class _Template:
                 return
 
     def serve(self) -> None:
-        signal.signal(signal.SIGCHLD, self.reap)
+        # SIGCHLD only wakes this loop, through a pipe the interpreter writes
+        # to the instant the signal arrives; the reaping happens here. A
+        # Python handler that reaped would run only between bytecodes, so a
+        # child that exited just before the blocking receive below stayed
+        # unreaped (and its exit unreported) until the next fork request:
+        # seen when a pool's workers all exit at once.
+        self.wakeup, self._wakeup_w = os.pipe()
+        os.set_blocking(self.wakeup, False)
+        os.set_blocking(self._wakeup_w, False)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, _wake_only)
         self.send(b"R", 0, 0)
+        control = self.control.fileno()
         while True:
+            self.reap()
+            readable, _, _ = select.select([control, self.wakeup], [], [])
+            if self.wakeup in readable:
+                _drain(self.wakeup)
+            if control not in readable:
+                continue
             try:
                 data, fds, _, _ = socket.recv_fds(self.control, REQUEST.size, 2)
             except ConnectionError:
@@ -81,6 +111,9 @@ class _Template:
             self.send(b"F", request, exc.errno or 0)
             return
         if pid == 0:
+            signal.set_wakeup_fd(-1)
+            os.close(self.wakeup)
+            os.close(self._wakeup_w)
             _child(self.control, lifeline, ready)
         os.close(lifeline)
         os.close(ready)
