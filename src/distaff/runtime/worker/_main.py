@@ -6,8 +6,8 @@ as it wants us alive: end-of-file on stdin means the parent is gone, and we
 stop. We report readiness on the file descriptor named in ``argv[1]``:
 ``OK`` + the length (4 bytes) + msgpack metadata, or ``ER`` + the formatted
 startup error. After ``OK`` the descriptor stays open: when the parent stops
-the whole pool it writes ``LEAVE`` on our stdin, we drain, write ``D`` there,
-and exit at once when stdin ends (``Worker.leave_together``).
+the whole pool it writes ``L`` on our stdin, we drain, write ``D`` there, and
+exit at once when stdin ends (``Worker.leave_together``).
 """
 
 from __future__ import annotations

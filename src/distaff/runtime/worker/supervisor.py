@@ -154,9 +154,9 @@ class WorkerSupervisor:
             BaseException: the first error from stopping a worker, after all are gone.
         """
         slots = list(self._slots)
-        if answered is not None:
-            await self._leave_together(slots, answered)
         try:
+            if answered is not None:
+                await self._leave_together(slots, answered)
             results: list[Any] = await asyncio.gather(
                 *(p.stop() for p in slots), return_exceptions=True
             )
