@@ -368,17 +368,23 @@ async def test_median_added_latency(disco: LocalDiscovery) -> None:
     assert median < 0.5
 
 
-async def test_an_idle_subscription_does_not_look_at_the_directory(
-    disco: LocalDiscovery, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scans: list[float] = []
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When each subscriber looked at its directory (``Scanner.scan``, observed, not replaced)."""
+    seen: list[float] = []
     scan = scan_module.Scanner.scan
 
     def counting_scan(self: object, *args: object) -> object:
-        scans.append(time.monotonic())
+        seen.append(time.monotonic())
         return scan(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(scan_module.Scanner, "scan", counting_scan)
+    return seen
+
+
+async def test_an_idle_subscription_does_not_look_at_the_directory(
+    disco: LocalDiscovery, scans: list[float]
+) -> None:
     async with disco.publisher() as pub, subscribe(disco.subscriber()) as it:
         await pub.publish(added(meta("w1")))
         assert await next_event(it) == added(meta("w1"))
@@ -420,19 +426,11 @@ async def test_without_inotify_and_pidfd_it_polls_and_still_drops_a_killed_publi
 
 
 async def test_a_publisher_dead_but_not_yet_reaped_is_dropped_and_not_watched_in_a_loop(
-    disco: LocalDiscovery, monkeypatch: pytest.MonkeyPatch
+    disco: LocalDiscovery, scans: list[float]
 ) -> None:
     # A process that exited stays a zombie until its parent reaps it; its
     # pidfd is readable at once, so a subscriber that took it for alive
     # would look again, and again, for as long as it stays unreaped.
-    scans: list[float] = []
-    scan = scan_module.Scanner.scan
-
-    def counting_scan(self: object, *args: object) -> object:
-        scans.append(time.monotonic())
-        return scan(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(scan_module.Scanner, "scan", counting_scan)
     uid = f"zombie-{uuid.uuid4().hex}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, *sys.path])}
     # not an asyncio subprocess: nothing reaps it until the test does
