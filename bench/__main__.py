@@ -31,6 +31,8 @@ from typing import Any
 from . import report
 from .common import (
     FULL,
+    GRPC_VARIANT,
+    GRPC_VARIANT_WORKLOADS,
     ONLY_FOR,
     QUICK,
     QUICK_TIMEOUT,
@@ -48,7 +50,7 @@ ROOT = BENCH_DIR.parent
 PEER = "wool"
 PEER_VERSION = "0.15.7"
 PEER_VENV = BENCH_DIR / ".venv-wool"
-IMPLS = ["grpc", "tcp", "distaff"]
+IMPLS = ["grpc", "tcp", "distaff", GRPC_VARIANT]
 
 
 def log(message: str) -> None:
@@ -114,6 +116,8 @@ def _environment(impl: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GRPC_VERBOSITY", "ERROR")
     env["PYTHONUNBUFFERED"] = "1"
+    if impl == GRPC_VARIANT:
+        env["DISTAFF_IPC"] = "0"  # every session over gRPC, as between hosts
     if impl == PEER:
         for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
             env.pop(name, None)
@@ -408,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                     if impl == PEER and peer["status"] != "ok":
                         continue
                     if workload in ONLY_FOR and impl not in ONLY_FOR[workload]:
+                        continue
+                    if impl == GRPC_VARIANT and workload not in GRPC_VARIANT_WORKLOADS:
                         continue
                     timeout = QUICK_TIMEOUT if args.quick else TIMEOUTS[workload]
                     record = run_one(

@@ -16,6 +16,10 @@ WORKLOADS = ("W1", "W2", "W3", "W4", "W4W", "W5", "W7", "WA", "MEM")
 # caller) has none either
 # WA (an actor's no-op method against the no-op routine, W1 and W2 shapes,
 # in one caller and pool) is distaff's alone
+# distaff with every session over gRPC (DISTAFF_IPC=0), as between hosts: the
+# per-call workloads only
+GRPC_VARIANT = "distaff-grpc"
+GRPC_VARIANT_WORKLOADS = ("W1", "W2", "W3", "W4")
 ONLY_FOR = {"W4W": ("distaff",), "W7": ("distaff",), "WA": ("distaff",)}
 
 # The sizes of each workload; ``--quick`` uses QUICK.

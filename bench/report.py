@@ -14,6 +14,7 @@ IMPL_LABELS = {
     "grpc": "raw grpc.aio (floor)",
     "tcp": "raw asyncio TCP",
     "distaff": "distaff",
+    "distaff-grpc": "distaff (gRPC only)",
     "wool": "wool (peer)",
 }
 
@@ -237,7 +238,13 @@ def chart(
     cols = 4
     nrows = math.ceil(len(rows) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
-    colors = {"grpc": "#7f7f7f", "tcp": "#bcbd22", "distaff": "#1f77b4", "wool": "#ff7f0e"}
+    colors = {
+        "grpc": "#7f7f7f",
+        "tcp": "#bcbd22",
+        "distaff": "#1f77b4",
+        "distaff-grpc": "#17becf",
+        "wool": "#ff7f0e",
+    }
     table_ratios = ratios(summary, impls)
     for ax, row in zip(axes.flat, rows, strict=False):
         names, medians, lows, highs, bar_colors, texts = [], [], [], [], [], []

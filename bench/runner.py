@@ -302,6 +302,8 @@ def make_target(impl: str, spawn: int | None = None) -> Any:
         return TcpBaseline(spawn or 1)
     if impl in ("distaff", "wool"):
         return Framework(impl, spawn or 2)
+    if impl == "distaff-grpc":  # the caller's environment says DISTAFF_IPC=0
+        return Framework("distaff", spawn or 2)
     raise SystemExit(f"unknown implementation {impl!r}")
 
 
@@ -651,7 +653,7 @@ def versions(impl: str) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.runner")
-    parser.add_argument("impl", choices=("grpc", "tcp", "distaff", "wool"))
+    parser.add_argument("impl", choices=("grpc", "tcp", "distaff", "distaff-grpc", "wool"))
     parser.add_argument("workload", choices=WORKLOADS)
     parser.add_argument("--params", required=True, help="the workload's sizes, as JSON")
     parser.add_argument("--result", required=True, help="where to write the JSON result")

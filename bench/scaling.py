@@ -13,7 +13,7 @@ fresh caller process (``python -m bench.scaling --one N``):
   worker's RSS, PSS and USS.
 - nested fan-out: one call per worker, each making ``4 * N`` nested no-op
   calls from inside the worker (so every worker's shipped proxy connects),
-  then the sockets and established TCP connections each worker holds, and
+  then the sockets and the TCP and Unix connections each worker holds, and
   the memory of caller and workers; then idle CPU again over ``--after``
   seconds (the minute after nested calls, while shipped proxies let go).
 - stop: another nested fan-out, and at once leaving the block (every shipped
@@ -60,7 +60,12 @@ def sockets(pid: int) -> int:
 
 
 def connections(pid: int) -> int:
-    """How many established TCP connections ``pid`` holds."""
+    """How many established TCP and connected Unix stream sockets ``pid`` holds.
+
+    A pool's sessions on one host go over Unix sockets (``ipc``); the count
+    includes the few a process holds anyway (a spawned worker's template
+    control socket, none in the caller).
+    """
     inodes = set()
     with contextlib.suppress(OSError):
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -74,6 +79,11 @@ def connections(pid: int) -> int:
             for line in f.readlines()[1:]:
                 fields = line.split()
                 count += fields[3] == "01" and fields[9] in inodes  # 01: ESTABLISHED
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/net/unix") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            # Num RefCount Protocol Flags Type St Inode: type 0001 stream, St 03 connected
+            count += fields[4] == "0001" and fields[5] == "03" and fields[6] in inodes
     return count
 
 

@@ -193,6 +193,20 @@ async def proxy_started() -> bool:
 
 
 @distaff.routine
+async def nested_transports(calls: int) -> tuple[str, list[bool]]:
+    """Make ``calls`` nested calls; this worker's loop, and which connections went over ipc."""
+    pids = await asyncio.gather(*(pid() for _ in range(calls)))
+    task = distaff.current_task()
+    assert task is not None
+    assert task.proxy is not None
+    membership = task.proxy._membership
+    assert membership is not None
+    used = [c for c in membership.context.workers.values() if c.statistics().completed]
+    assert len(pids) == calls
+    return type(asyncio.get_running_loop()).__module__, [c.via_ipc for c in used]
+
+
+@distaff.routine
 async def nap(seconds: float) -> int:
     """Sleep ``seconds``; return the serving process's PID."""
     await asyncio.sleep(seconds)

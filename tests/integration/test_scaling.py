@@ -15,27 +15,18 @@ import distaff
 
 from ..waiting import wait_until
 from . import routines as r
+from .sockets import accepted_ipc, established
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def established(pid: int) -> int:
-    """How many established TCP connections ``pid`` holds (from its /proc entries)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    count = 0
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                count += fields[3] == "01" and fields[9] in inodes  # 01: ESTABLISHED
-    return count
+def callers_ipc_sessions(pool: distaff.WorkerPool) -> int:
+    membership = pool.proxy._membership
+    assert membership is not None
+    return sum(
+        c.via_ipc and c._driver is not None and c._driver.error is None
+        for c in membership.context.workers.values()
+    )
 
 
 async def test_an_idle_shipped_proxy_closes_its_connections_with_no_further_call(
@@ -46,8 +37,10 @@ async def test_an_idle_shipped_proxy_closes_its_connections_with_no_further_call
         await asyncio.gather(*(r.nested_info() for _ in range(4)))
 
         def only_the_callers() -> bool:
-            # each of the caller's connections ends in one worker socket
-            return sum(established(pid) for pid in pool.pids) == established(os.getpid())
+            # each of the caller's sessions ends in one worker socket: TCP, or
+            # accepted on the worker's Unix socket
+            held = sum(established(pid) + accepted_ipc(pid) for pid in pool.pids)
+            return held == established(os.getpid()) + callers_ipc_sessions(pool)
 
         assert not only_the_callers()  # the nested calls' connections are open
         # nothing is dispatched from here on: the workers let go by themselves

@@ -27,6 +27,7 @@ from ..serialization import session as s
 from ..serialization.task import Task
 from ..serialization.wire import MAX_MESSAGE_BYTES, Pump, unpack
 from .call import RemoteCall
+from .ipc import UnixTransport
 from .transport import GrpcTransport, Transport, map_rpc_error
 
 # Keepalive makes a silently dead peer (host gone, cable cut, process frozen)
@@ -256,6 +257,9 @@ class WorkerConnection:
         keep_session: while this returns True, an idle session stays open
             (its worker holds state that lives as long as the session, such
             as actors spawned over it).
+        ipc: the worker's Unix socket name and pid, if it is on this host
+            and offers one: sessions go there (see ``ipc.py``) unless it
+            cannot be used, and then over gRPC from then on.
     """
 
     def __init__(
@@ -267,6 +271,7 @@ class WorkerConnection:
         transport: TransportFactory | None = None,
         session_idle: float | None = None,
         keep_session: Callable[[], bool] | None = None,
+        ipc: tuple[str, int] | None = None,
     ) -> None:
         self.target = target
         self.secure = credentials is not None
@@ -275,7 +280,8 @@ class WorkerConnection:
             self._channel = grpc.aio.insecure_channel(target, options=opts)
         else:
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
-        self._transport = transport or self._grpc_transport
+        self._ipc = ipc
+        self._transport = transport or (self._ipc_transport if ipc else self._grpc_transport)
         self._driver: _SessionDriver | None = None
         self._drained = False  # a drain is final: it outlives the session that heard it
         self._completed = 0
@@ -302,6 +308,19 @@ class WorkerConnection:
 
     def _grpc_transport(self) -> Transport:
         return GrpcTransport(self._channel, self.target, secure=self.secure)
+
+    def _ipc_transport(self) -> Transport:
+        assert self._ipc is not None
+        name, pid = self._ipc
+        return UnixTransport(name, pid, self.target, self._grpc_transport, self._no_ipc)
+
+    def _no_ipc(self) -> None:
+        self._transport = self._grpc_transport
+
+    @property
+    def via_ipc(self) -> bool:
+        """True while sessions go to the worker's Unix socket (none has failed to)."""
+        return self._transport == self._ipc_transport
 
     @property
     def draining(self) -> bool:

@@ -38,6 +38,7 @@ from .context import LoadBalancerContext
 from .credentials import WorkerCredentials
 from .departures import Departure, Departures
 from .discovery import DiscoverySubscriberLike, describe_subscriber
+from .ipc import ipc_name
 from .membership import Membership
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,12 @@ class WorkerProxy:
 
     def _connect(self, metadata: WorkerMetadata) -> WorkerConnection:
         if self.credentials is None:
-            return WorkerConnection(metadata.address, keep_session=self._keeps_sessions)
+            name = ipc_name(metadata)
+            return WorkerConnection(
+                metadata.address,
+                keep_session=self._keeps_sessions,
+                ipc=None if name is None else (name, metadata.pid),
+            )
         return WorkerConnection(
             metadata.address,
             credentials=self.credentials.channel_credentials(),

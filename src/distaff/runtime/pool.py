@@ -202,6 +202,7 @@ class WorkerPool:
                 max_concurrency=self.max_concurrency,
                 metrics_port=0 if self.metrics else None,
                 event_loop=self.event_loop,
+                ipc=True,
             )
             self._supervisor = WorkerSupervisor(config, self.spawn, list(sys.path))
             await self._supervisor.start()

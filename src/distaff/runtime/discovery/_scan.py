@@ -14,6 +14,7 @@ import stat
 import struct
 from collections.abc import Iterable
 
+from ..._proc import process_state
 from ...serialization.metadata import WorkerMetadata, decode_metadata
 
 logger = logging.getLogger(__name__.rpartition(".")[0] + ".local")
@@ -30,19 +31,9 @@ def _signature(st: os.stat_result) -> Signature:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _process_state(pid: int) -> tuple[bytes, int]:
-    """``pid``'s state letter and start time in clock ticks since boot (``b""``, 0: unknown)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        return fields[0], int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return b"", 0
-
-
 def _start_ticks(pid: int) -> int:
     """Return the start time of ``pid`` in clock ticks since boot (0: unknown)."""
-    return _process_state(pid)[1]
+    return process_state(pid)[1]
 
 
 def _pid_namespace() -> int:
@@ -76,7 +67,7 @@ def _alive(owner: _Owner, own_pidns: int) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by another user
-    state, ticks = _process_state(pid)
+    state, ticks = process_state(pid)
     if state in _EXITED:  # exited, and its parent has not reaped it yet
         return False
     return not start or ticks in (0, start)

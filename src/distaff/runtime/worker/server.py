@@ -25,6 +25,7 @@ import grpc.aio
 from ..._exceptions import InsecureBindError
 from ..._version import __version__
 from ...proxy.credentials import WorkerCredentials
+from ...proxy.ipc import IPC_OPTION, ipc_enabled
 from ...serialization.metadata import WorkerMetadata
 from ...serialization.rpc import DescribeReply, DescribeRequest, add_worker_service
 from ...serialization.wire import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, StopReply, StopRequest
@@ -33,6 +34,7 @@ from ..discovery.base import DiscoveryEvent, DiscoveryEventType, DiscoveryLike
 from . import loops
 from .auth import TokenInterceptor
 from .health import WorkerHealth
+from .ipc import IpcServer
 from .monitor import LoopMonitor, threshold_from_env
 from .output import install as capture_output
 from .output import uninstall as release_output
@@ -100,6 +102,9 @@ class WorkerConfig:
             if installed), ``asyncio`` or ``uvloop``; ``DISTAFF_WORKER_LOOP``
             sets the default. Used where the process starts (a spawned
             worker's entry point, ``distaff worker``), not by ``Worker`` itself.
+        ipc: also serve sessions on a Unix socket (Linux, plaintext only),
+            which callers on this host use instead of gRPC; a pool's spawned
+            workers do (``DISTAFF_IPC=0`` turns it off).
     """
 
     host: str = "127.0.0.1"
@@ -121,6 +126,7 @@ class WorkerConfig:
     metrics_host: str = "127.0.0.1"
     metrics_routines: int = 100
     event_loop: str = dataclasses.field(default_factory=loops.default)
+    ipc: bool = False
 
 
 class BindError(OSError):
@@ -242,13 +248,16 @@ class Worker:
             raise BindError(f"could not bind {address}: in use or not an address of this host")
         await server.start()
         probes = None
+        ipc: IpcServer | None = None
         capture_output()
         try:
+            if config.ipc and config.credentials is None and ipc_enabled():
+                ipc = await self._open_ipc()
             if config.health_port is not None:
                 probes = await self._health.open_probe_server(config.host, config.health_port)
             if config.metrics_port is not None:
                 self._serve_metrics(config)
-            self.metadata = self._describe_self(port)
+            self.metadata = self._describe_self(port, ipc)
             await self._publish(DiscoveryEventType.WORKER_ADDED)
             self._service.address = self.metadata.address
             self._health.set_serving(True)
@@ -293,6 +302,8 @@ class Worker:
             await self._service.finish(_FINISH_TIMEOUT)
         finally:
             await self._close_publisher()
+            if ipc is not None:
+                await ipc.stop()
             await server.stop(_FINISH_TIMEOUT)
             if probes is not None:
                 await probes.stop(0)
@@ -352,8 +363,20 @@ class Worker:
         self._health.register(server)
         return server
 
-    def _describe_self(self, port: int) -> WorkerMetadata:
+    async def _open_ipc(self) -> IpcServer | None:
+        ipc = IpcServer(self._service, self.config.uid)
+        try:
+            await ipc.start()
+        except OSError as exc:  # callers use gRPC alone
+            log.warning("no Unix socket for sessions (%s): callers use gRPC", exc)
+            return None
+        return ipc
+
+    def _describe_self(self, port: int, ipc: IpcServer | None = None) -> WorkerMetadata:
         config = self.config
+        options = {} if ipc is None else {IPC_OPTION: ipc.name}
+        if self._metrics_port is not None:
+            options["metrics_port"] = str(self._metrics_port)
         return WorkerMetadata(
             uid=config.uid,
             address=format_address(config.advertise or config.host, port),
@@ -365,9 +388,7 @@ class Worker:
             python=config.pretend_python or platform.python_version(),
             protocol=PROTOCOL_VERSION,
             cloudpickle=cloudpickle.__version__,
-            options=()
-            if self._metrics_port is None
-            else (("metrics_port", str(self._metrics_port)),),
+            options=tuple(sorted(options.items())),
         )
 
     async def _stop_rpc(self, request: StopRequest, context: grpc.aio.ServicerContext) -> StopReply:
