@@ -9,7 +9,7 @@ from .runtime.worker import loops
 
 
 def add_cluster_options(worker: argparse.ArgumentParser) -> None:
-    """Add --health-port, --advertise, --token-file, --server-name (and a test-only option)."""
+    """Add --health-port, --advertise, --token-file, --server-name, --ipc, and more."""
     worker.add_argument(
         "--health-port",
         type=int,
@@ -47,6 +47,12 @@ def add_cluster_options(worker: argparse.ArgumentParser) -> None:
         "pip install 'distaff[uvloop]'), asyncio, or uvloop; DISTAFF_WORKER_LOOP sets "
         "the default",
     )
+    worker.add_argument(
+        "--ipc",
+        action="store_true",
+        help="also serve sessions on a Unix socket that callers on this host, of this "
+        "user, use instead of gRPC (Linux, plaintext workers; faster per call)",
+    )
     # for tests only: report another Python version in Describe and metadata
     worker.add_argument("--pretend-python", help=argparse.SUPPRESS)
 
@@ -63,6 +69,7 @@ def cluster_config(args: argparse.Namespace) -> dict[str, Any]:
         "pretend_python": args.pretend_python,
         "max_concurrency": args.max_concurrency,
         "event_loop": args.event_loop or loops.default(),
+        "ipc": args.ipc,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import pathlib
@@ -204,6 +205,12 @@ async def nested_transports(calls: int) -> tuple[str, list[bool]]:
     used = [c for c in membership.context.workers.values() if c.statistics().completed]
     assert len(pids) == calls
     return type(asyncio.get_running_loop()).__module__, [c.via_ipc for c in used]
+
+
+@distaff.routine
+async def gc_threshold() -> tuple[int, ...]:
+    """The serving process's collector thresholds."""
+    return gc.get_threshold()
 
 
 @distaff.routine

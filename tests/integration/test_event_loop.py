@@ -12,6 +12,7 @@ import pytest
 
 import distaff
 from distaff.runtime.worker import loops
+from distaff.runtime.worker.loops import YOUNG_GENERATION
 
 from . import fault_routines as fr
 from . import routines as r
@@ -28,6 +29,8 @@ async def test_calls_streams_errors_and_cancellation_on_either_loop(
 ) -> None:
     async with distaff.WorkerPool(spawn=1, event_loop=event_loop):
         assert await r.loop_module() == LOOP_MODULE[event_loop]
+        # a worker's collector looks at its youngest objects less often
+        assert (await r.gc_threshold())[0] == YOUNG_GENERATION
         assert await r.echo({"x": [1, 2]}) == {"x": [1, 2]}
 
         stream = r.echo_sent()

@@ -20,6 +20,7 @@ from distaff.runtime.worker.server import WorkerConfig
 
 from . import fault_routines as fr
 from . import routines
+from .durable import durable_workers, start_worker
 from .sockets import accepted_ipc
 from .test_session_regressions import proxy_to
 
@@ -200,3 +201,18 @@ async def test_calls_on_a_stopped_worker_fail_as_lost_within_seconds(
             assert time.monotonic() - began >= 4.0  # not before two looks
         finally:
             os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("ipc", [True, False])
+async def test_a_durable_worker_offers_its_socket_only_when_asked(ipc: bool) -> None:
+    ns = fr.namespace()
+    async with durable_workers() as workers:
+        flags = ("--ipc",) if ipc else ()
+        worker = await start_worker("--discovery", "local", "--namespace", ns, *flags)
+        workers.append(worker)
+        async with distaff.WorkerPool(discovery=distaff.LocalDiscovery(ns)) as pool:
+            assert await routines.pid() == worker.pid
+            [metadata] = pool.proxy.workers
+            assert (IPC_OPTION in dict(metadata.options)) is ipc
+            assert connections(pool)[0].via_ipc is ipc
+            assert accepted_ipc(worker.pid) == int(ipc)

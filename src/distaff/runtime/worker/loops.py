@@ -9,6 +9,7 @@ caller's loop is the caller's business: distaff never changes it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -58,8 +59,21 @@ def factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return new
 
 
+# A worker process (this module's ``run`` is its main loop) collects its
+# youngest generation after this many net allocations, not 700: a call
+# allocates a few dozen containers, so the default collected every few calls.
+# In ten interleaved W2-shaped pairs on the 2-core Intel VM the pool answered
+# more calls per second with it in eight (about 6 % on average). Cycles live
+# a little longer; the worker's memory is bounded all the same.
+YOUNG_GENERATION = 20_000
+
+
 def run(main: Coroutine[Any, Any, object], choice: str) -> None:
-    """Run ``main`` to its end on a new loop of the ``choice`` kind."""
+    """Run ``main`` to its end on a new loop of the ``choice`` kind (a worker's main).
+
+    Also sets the worker process's collector thresholds (``YOUNG_GENERATION``).
+    """
+    gc.set_threshold(YOUNG_GENERATION, *gc.get_threshold()[1:])
     try:
         loop = factory(choice)
     except BaseException:
