@@ -54,7 +54,8 @@ async def test_a_spawned_pools_calls_go_over_the_workers_unix_socket() -> None:
 
 @pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
 async def test_nested_calls_from_a_worker_use_the_socket_on_either_loop(event_loop: str) -> None:
-    pytest.importorskip("uvloop")
+    if event_loop == "uvloop":
+        pytest.importorskip("uvloop")
     async with distaff.WorkerPool(spawn=2, event_loop=event_loop):
         loop, via_ipc = await routines.nested_transports(8)
     assert loop.startswith(event_loop)

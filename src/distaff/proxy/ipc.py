@@ -34,6 +34,7 @@ from .transport import Transport
 log = logging.getLogger(__name__)
 
 IPC_OPTION = "ipc"
+NAME_PREFIX = "@distaff-"
 _ENV = "DISTAFF_IPC"
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _HOST = socket.gethostname()
@@ -53,11 +54,15 @@ def socket_address(name: str) -> str:
 
 
 def ipc_name(metadata: WorkerMetadata) -> str | None:
-    """The worker's socket if this caller may use it: same host, plaintext, enabled."""
+    """The worker's socket if this caller may use it: same host, plaintext, enabled.
+
+    Only a worker's own kind of name (``@distaff-...``, abstract) is taken:
+    discovery is a hint, and must not point a caller at another local socket.
+    """
     if metadata.secure or metadata.host != _HOST or not ipc_enabled():
         return None
     for key, value in metadata.options:
-        if key == IPC_OPTION:
+        if key == IPC_OPTION and value.startswith(NAME_PREFIX) and "\0" not in value:
             return value
     return None
 

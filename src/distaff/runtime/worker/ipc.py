@@ -21,7 +21,7 @@ import socket
 from typing import Any
 
 from ..._exceptions import RpcError, StatusCode
-from ...proxy.ipc import peer_credentials, socket_address
+from ...proxy.ipc import NAME_PREFIX, peer_credentials, socket_address
 from ...serialization import session as s
 from ...serialization.frames import FramedStream
 from .service import WorkerService
@@ -74,7 +74,7 @@ class IpcServer:
     """
 
     def __init__(self, service: WorkerService, uid: str) -> None:
-        self.name = f"@distaff-{uid}"
+        self.name = f"{NAME_PREFIX}{uid}"
         self._service = service
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
