@@ -174,12 +174,11 @@ async def test_a_caller_that_abandons_its_session_cancels_its_calls(tmp_path: pa
         )
         marker = str(tmp_path / "m")
         task = distaff.Task(callable=fr.body_of(fr.block), args=(marker, 3600))
-        stream = await connection.dispatch(task, timeout=10)
+        await connection.dispatch(task, timeout=10)
         await fr.wait_until(lambda: os.path.exists(marker + ".started"))
         assert connection.via_ipc
         await connection.aclose()  # a call open: the session is cut, not half-closed
         await fr.wait_until(lambda: os.path.exists(marker))  # the routine's finally ran
-        del stream
     finally:
         await process.stop()
 

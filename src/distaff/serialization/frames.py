@@ -106,12 +106,14 @@ class FramedStream(asyncio.BufferedProtocol):
             body = self._start + _HEADER_SIZE
             if self._end - body >= size:
                 self._start = body + size
-                self._arrived(kind, bytes(buffer[body : self._start]))
+                # one copy, out of the shared buffer (slicing the bytearray
+                # itself would copy it twice)
+                self._arrived(kind, bytes(memoryview(buffer)[body : self._start]))
                 continue
             if size > _SMALL:  # the rest of it is received in place
                 large = bytearray(size)
                 have = self._end - body
-                large[:have] = buffer[body : self._end]
+                large[:have] = memoryview(buffer)[body : self._end]
                 self._large, self._large_kind, self._large_got = large, kind, have
                 self._start = self._end = 0
                 return

@@ -14,11 +14,9 @@ or ``STATUS`` (the protocol broke).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
-from typing import Any
 
 from ..._exceptions import RpcError, StatusCode
 from ...proxy.ipc import NAME_PREFIX, peer_credentials, socket_address
@@ -77,8 +75,7 @@ class IpcServer:
         self.name = f"{NAME_PREFIX}{uid}"
         self._service = service
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # one per open session
 
     async def start(self) -> None:
         """Bind and listen."""
@@ -97,13 +94,7 @@ class IpcServer:
         """Run one connection's session as a task."""
         task = asyncio.get_running_loop().create_task(self._serve(connection))
         self._tasks.add(task)
-        self._connections.add(connection)
-
-        def done(_: Any) -> None:
-            self._tasks.discard(task)
-            self._connections.discard(connection)
-
-        task.add_done_callback(done)
+        task.add_done_callback(self._tasks.discard)
         return task
 
     async def _serve(self, connection: _Connection) -> None:
@@ -123,14 +114,15 @@ class IpcServer:
             connection.close()
 
     async def stop(self) -> None:
-        """Stop listening; cut the sessions still open (after ``finish``, none)."""
+        """Stop listening; cut the sessions still open (after ``finish``, none).
+
+        A cancelled session's task aborts its connection itself (``_serve``).
+        """
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
-        for connection in list(self._connections):
-            with contextlib.suppress(Exception):
-                connection.abort()
+        if tasks:
+            await asyncio.wait(tasks)
