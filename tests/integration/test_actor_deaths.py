@@ -47,7 +47,7 @@ def exited(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    except OSError:  # gone; reading a process being reaped can fail with ESRCH
         return True
 
 
