@@ -324,7 +324,23 @@ def test_a_worker_sends_one_final_frame_per_call() -> None:
 
     events = caller.receive(worker.data_to_send()[0])
 
-    assert events == [s.Accepted(call, None), s.Result(call, None, b"r")]
+    assert events == [s.Result(call, None, b"r")]
+
+
+def test_an_answer_says_the_call_was_accepted_and_an_ack_says_it_alone() -> None:
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    handshake(caller, worker)
+    quick, slow = caller.open_call(fields("quick")), caller.open_call(fields("slow"))
+    first, second = worker.receive(caller.data_to_send()[0])
+    worker.result(first.call, b"r")  # answered at once: the answer is the first word
+    worker.ack(second.call)  # still running: acknowledged first
+
+    events = caller.receive(worker.data_to_send()[0])
+
+    assert events == [s.Result(quick, None, b"r"), s.Accepted(slow, None)]
+    assert caller.phase(slow) is s.Phase.ACCEPTED
+    worker.result(second.call, b"late")
+    assert caller.receive(worker.data_to_send()[0]) == [s.Result(slow, None, b"late")]
 
 
 def test_a_wrong_protocol_version_is_refused_naming_both() -> None:
@@ -399,7 +415,7 @@ def test_large_payloads_arrive_as_slices_of_the_received_message() -> None:
     (started,) = worker.receive(wire.decode(data))
     worker.result(started.call, large("the result"))
     reply = wire.encode(worker.data_to_send()[0])
-    (_accepted, result) = caller.receive(wire.decode(reply))
+    (result,) = caller.receive(wire.decode(reply))
 
     assert isinstance(started.arguments, memoryview)
     assert started.arguments.obj is data

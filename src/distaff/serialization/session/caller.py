@@ -14,6 +14,11 @@ A call's phase says whether it may be sent elsewhere after a failure:
   From here on it is never sent again.
 * ``ACCEPTED``: the worker acknowledged it (or already answered).
 
+A call's first word from the worker is an ``Accepted`` event when it is an
+acknowledgement (or output), and its answer itself (``Item``, ``Result``,
+``Done``, ``Failed``) when the worker answered at once: an answer says the
+call was taken, so no event is made to say it twice.
+
 Every call ends in exactly one final event: ``Result``, ``Done``,
 ``Failed``, ``Refused`` (never ran), ``Lost`` or by the caller's ``cancel``.
 """
@@ -95,7 +100,7 @@ class Draining:
 
 @dataclasses.dataclass(slots=True)
 class Accepted:
-    """The worker acknowledged the call (explicitly or by answering)."""
+    """The worker acknowledged the call before answering it (an answer implies it)."""
 
     call: int
     owner: Any
@@ -401,7 +406,8 @@ class CallerSession:
                 raise ProtocolError(f"a {kind!r} frame for call {call}, never sent")
             if state.phase is Phase.WRITTEN:
                 state.phase = Phase.ACCEPTED
-                events.append(Accepted(call, state.owner))
+                if kind == "ack" or kind == "output":  # an answer says so by itself
+                    events.append(Accepted(call, state.owner))
             if kind == "ack":
                 continue
             if kind == "output":
