@@ -239,6 +239,35 @@ class TestRoundRobinLoadBalancer:
         # Assert
         assert offered == ["a"]
 
+    async def test_contexts_taken_in_turn_each_go_on_from_their_own_position(self) -> None:
+        # Arrange: the balancer remembers the context asked for last apart
+        # from the others; switching back and forth must not lose a position
+        balancer = distaff.RoundRobinLoadBalancer()
+        first, second = pool("a", "b", "c"), pool("x", "y")
+
+        # Act
+        offered = [
+            (await call(balancer, context, failures=0))[0]
+            for context in (first, second, first, second, second, first)
+        ]
+
+        # Assert
+        assert offered == ["a", "x", "b", "y", "x", "c"]
+
+    async def test_a_context_without_a_version_still_takes_turns(self) -> None:
+        # Arrange: a context of the balancer protocol, not LoadBalancerContext
+        class Plain:
+            def __init__(self, context: distaff.LoadBalancerContext) -> None:
+                self.workers = context.workers
+
+        balancer, context = distaff.RoundRobinLoadBalancer(), Plain(pool("a", "b"))
+
+        # Act
+        offered = [(await call(balancer, context, failures=0))[0] for _ in range(3)]  # type: ignore[arg-type]
+
+        # Assert
+        assert offered == ["a", "b", "a"]
+
     async def test_pickled_balancer_starts_from_first_worker(self) -> None:
         # Arrange
         balancer, context = distaff.RoundRobinLoadBalancer(), pool("a", "b", "c")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import weakref
 from collections.abc import AsyncGenerator
@@ -14,31 +13,54 @@ from .base import LoadBalancerContextView, WorkerConnectionLike
 Candidate = tuple[WorkerMetadata, WorkerConnectionLike]
 
 
+class Snapshot:
+    """One context's workers as a list, and what a balancer keeps with it."""
+
+    __slots__ = ("items", "position", "version")
+
+    def __init__(self, version: int | None, items: list[Candidate], position: int = 0) -> None:
+        self.version = version
+        self.items = items
+        self.position = position  # round robin's next start; survives a change of workers
+
+
 class Snapshots:
     """Each context's workers as a list, rebuilt only when the context changes.
 
     A context with a ``version`` counter (``LoadBalancerContext`` has one) is
     copied once per change, so choosing stays O(1) per dispatch however large
-    the pool; any other context is copied on every call.
+    the pool; any other context is copied on every call. The context asked
+    for last is found without a dictionary lookup: a proxy asks for the same
+    one call after call.
     """
 
     def __init__(self) -> None:
-        self._cache: weakref.WeakKeyDictionary[Any, tuple[int, list[Candidate]]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._cache: weakref.WeakKeyDictionary[Any, Snapshot] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[Any], Snapshot] | None = None
 
     def get(self, context: LoadBalancerContextView) -> list[Candidate]:
         """The context's ``(metadata, connection)`` pairs, in admission order."""
+        return self.entry(context).items
+
+    def entry(self, context: LoadBalancerContextView) -> Snapshot:
+        """The context's snapshot, current with its workers."""
         version = getattr(context, "version", None)
-        if version is None:
-            return list(context.workers.items())
-        hit = self._cache.get(context)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        items = list(context.workers.items())
-        with contextlib.suppress(TypeError):  # not weakly referenceable: no cache
-            self._cache[context] = (version, items)
-        return items
+        last = self._last
+        if last is not None and last[0]() is context:
+            snapshot = last[1]
+        else:
+            snapshot = self._cache.get(context)  # type: ignore[assignment]
+            if snapshot is None:
+                snapshot = Snapshot(None, [])
+                try:
+                    self._cache[context] = snapshot
+                except TypeError:  # not weakly referenceable: no cache
+                    return Snapshot(None, list(context.workers.items()))
+            self._last = (weakref.ref(context), snapshot)
+        if version is None or snapshot.version != version:
+            snapshot.items = list(context.workers.items())
+            snapshot.version = version
+        return snapshot
 
 
 class OfferLoop:

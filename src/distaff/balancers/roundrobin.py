@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any
 
 from ..serialization.metadata import WorkerMetadata
@@ -23,7 +22,6 @@ class RoundRobinLoadBalancer(OfferLoop):
     """
 
     def __init__(self) -> None:
-        self._positions: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._snapshots = Snapshots()
 
@@ -38,12 +36,14 @@ class RoundRobinLoadBalancer(OfferLoop):
         Returns None, leaving the position alone, when every worker was tried.
         """
         with self._lock:
-            workers = self._snapshots.get(context)
-            start = self._positions.get(context, 0)
-            for step in range(len(workers)):
-                index = (start + step) % len(workers)
+            snapshot = self._snapshots.entry(context)
+            workers = snapshot.items
+            count = len(workers)
+            start = snapshot.position
+            for step in range(count):
+                index = (start + step) % count
                 metadata, connection = workers[index]
                 if metadata.uid not in tried:
-                    self._positions[context] = index + 1
+                    snapshot.position = index + 1
                     return metadata, connection
             return None

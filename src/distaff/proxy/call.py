@@ -135,8 +135,20 @@ class RemoteCall:
             self._ended = True
             self._link.cancel(self.id)
 
-    async def _receive(self) -> Any:
-        """Read the next outcome: a value, the end, or an error."""
+    def discard(self) -> None:
+        """End a coroutine call at once: ``aclose()`` without awaiting (it never waits for one)."""
+        if self._generator:
+            raise TypeError("discard() is for coroutine calls; a stream's aclose() must be awaited")
+        if self._ended or self.closed_by is not None:
+            self._events.clear()
+        else:
+            self.cancel()
+
+    async def receive(self) -> Any:
+        """Read the next outcome: a value, StopAsyncIteration at the end, or the error.
+
+        For a coroutine call this is ``__anext__`` without its two extra frames.
+        """
         if self._ended and not self._events:
             raise StopAsyncIteration
         event = await self._next()
@@ -180,7 +192,7 @@ class RemoteCall:
     async def asend(self, value: Any) -> Any:
         """Send ``value`` into the remote generator; return what it yields next."""
         if not self._generator:
-            return await self._receive()
+            return await self.receive()
         if self.closed_by is not None:
             raise self._lost_error()
         if self._ended and not self._events:
@@ -193,7 +205,7 @@ class RemoteCall:
             self._link.step(self.id, StepKind.STEP_NEXT)
         else:
             self._link.step(self.id, StepKind.STEP_SEND, bytes(dumps(value, what="the value sent")))
-        return await self._receive()
+        return await self.receive()
 
     async def _pull(self) -> Any:
         """Take the next read-ahead item; grant credit back in batches."""
@@ -201,7 +213,7 @@ class RemoteCall:
         if self._consumed * 2 >= self._window:
             self._link.step(self.id, StepKind.STEP_CREDIT, credit=self._consumed)
             self._consumed = 0
-        return await self._receive()
+        return await self.receive()
 
     def _pull_only(self, what: str) -> str:
         return (
@@ -217,7 +229,7 @@ class RemoteCall:
         if self._window:
             raise TypeError(self._pull_only("athrow()"))
         self._link.step(self.id, StepKind.STEP_THROW, encode_exception(error))
-        return await self._receive()
+        return await self.receive()
 
     async def aclose(self) -> None:
         """Close the call: a generator runs its ``finally``; a coroutine is cancelled.

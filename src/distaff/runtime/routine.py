@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from .. import _checks
 from .._exceptions import NoWorkersAvailable
 from ..proxy import observe
+from ..proxy.call import RemoteCall
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from . import contextvar
@@ -89,7 +90,7 @@ def _new_task(
         output=proxy.forward_output,
         traceparent=current_traceparent(),
     )
-    task.encode()  # an unpicklable argument fails here, before any worker is asked
+    task.start_fields()  # an unpicklable argument fails here, before any worker is asked
     return task
 
 
@@ -140,13 +141,24 @@ async def run_task(task: Task) -> Any:
         stream = await task.proxy.dispatch(task, timeout=task.dispatch_timeout)
     else:
         stream = await _dispatch(task)
-    try:
+    if stream.__class__ is RemoteCall:  # the built-in proxy's call: no frames to close it
+        call: RemoteCall = stream
+        try:
+            if deadline is None:
+                return await call.receive()
+            async with _bound(deadline):
+                return await call.receive()
+        finally:
+            if call.context:
+                contextvar.apply(call.context)  # what the routine set
+            call.discard()
+    try:  # a balancer's own dispatch returned some other stream
         if deadline is None:
             return await stream.__anext__()
         async with _bound(deadline):
             return await anext(stream)
     finally:
-        contextvar.apply(getattr(stream, "context", b""))  # what the routine set
+        contextvar.apply(getattr(stream, "context", b""))
         await _close(stream)
 
 

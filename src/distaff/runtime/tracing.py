@@ -15,25 +15,30 @@ from typing import Any
 
 _UNKNOWN: Any = object()
 _api: Any = _UNKNOWN
+_otel_context: Any = None  # opentelemetry.context, once imported
 
 
 def _opentelemetry() -> Any:
     """The ``opentelemetry.trace`` module, or None when it is not installed."""
     global _api
     if _api is _UNKNOWN:
+        global _otel_context
         try:
-            from opentelemetry import trace
+            from opentelemetry import context, trace
         except ImportError:
             _api = None
         else:
+            _otel_context = context
             _api = trace
     return _api
 
 
 def current_traceparent() -> str:
     """The current span's ``traceparent``; "" when there is none (or no OpenTelemetry)."""
-    trace = _opentelemetry()
+    trace = _api if _api is not _UNKNOWN else _opentelemetry()
     if trace is None:
+        return ""
+    if not _otel_context.get_current():  # nothing set at all: the common case, two calls
         return ""
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:

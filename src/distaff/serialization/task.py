@@ -33,18 +33,33 @@ def new_task_id() -> str:
     return f"{_id_prefix}{next(_id_counter):016x}"
 
 
-_routine_blobs: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = weakref.WeakKeyDictionary()
+# id(body) -> (a weak reference to body, its blob). Keyed by id, not by a
+# WeakKeyDictionary, whose get() costs a Python call and a new weakref per
+# call; the reference's callback drops the entry as the body is collected,
+# before its id can be reused.
+_routine_blobs: dict[int, tuple[weakref.ref[Any], bytes]] = {}
 
 
 def routine_blob(body: Callable[..., Any]) -> bytes:
-    """The encoded routine ``body``, pickled once per body."""
-    blob = _routine_blobs.get(body)
-    if blob is None:
-        blob = _routine_blobs[body] = encode_routine(body)
+    """The encoded routine ``body``, pickled once per body (while it lives)."""
+    entry = _routine_blobs.get(id(body))
+    if entry is not None and entry[0]() is body:
+        return entry[1]
+    blob = encode_routine(body)
+    key = id(body)
+
+    def forget(_: weakref.ref[Any]) -> None:
+        _routine_blobs.pop(key, None)
+
+    try:
+        ref = weakref.ref(body, forget)
+    except TypeError:  # not weakly referenceable (a builtin): pickled each time
+        return blob
+    _routine_blobs[key] = (ref, blob)
     return blob
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Task:
     """One call of a routine.
 
@@ -98,11 +113,9 @@ class Task:
                 names it. No worker has been contacted yet.
         """
         if self._encoded is None:
-            blob = routine_blob(self.callable)
-            name = getattr(self.callable, "__qualname__", repr(self.callable))
             self._encoded = (
-                blob,
-                encode_arguments(self.args, self.kwargs, routine=name),
+                routine_blob(self.callable),
+                encode_arguments(self.args, self.kwargs, routine=self.callable),
             )
         return self._encoded
 

@@ -207,9 +207,22 @@ def _name_culprit(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     return "the arguments"
 
 
-def encode_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, routine: str) -> Payload:
-    """Pickle ``(args, kwargs)``; an unpicklable one raises, naming it."""
-    kwargs = dict(kwargs)
+def _routine_name(routine: object) -> str:
+    if isinstance(routine, str):
+        return routine
+    return getattr(routine, "__qualname__", None) or repr(routine)
+
+
+def encode_arguments(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], *, routine: object
+) -> Payload:
+    """Pickle ``(args, kwargs)``; an unpicklable one raises, naming it.
+
+    ``routine`` (the body, or its name) is named in errors only, so its
+    name is formatted only then.
+    """
+    if kwargs.__class__ is not dict:
+        kwargs = dict(kwargs)
     # the _plainness of (args, kwargs), without a call for each of the three
     plain = 0
     if len(args) <= _PLAIN_LENGTH and len(kwargs) <= _PLAIN_LENGTH:
@@ -221,8 +234,10 @@ def encode_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, routin
         data = _pickle((args, kwargs), plain)
     except Exception as exc:
         culprit = _name_culprit(args, kwargs)
-        raise SerializationError(f"cannot send {culprit} to routine {routine!r}: {exc}") from exc
-    check_size(len(data), f"the arguments of routine {routine!r}")
+        name = _routine_name(routine)
+        raise SerializationError(f"cannot send {culprit} to routine {name!r}: {exc}") from exc
+    if len(data) > MAX_MESSAGE_BYTES // 2:  # cheap test first; the exact one names it
+        check_size(len(data), f"the arguments of routine {_routine_name(routine)!r}")
     return data
 
 

@@ -1,0 +1,88 @@
+"""A task's routine blob is pickled once per body, and forgotten with it."""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from distaff._exceptions import SerializationError
+from distaff.serialization import task as task_module
+from distaff.serialization import tasks
+from distaff.serialization.task import Task, routine_blob
+from distaff.serialization.tasks import decode_routine
+
+
+def make_body() -> Callable[[int], Any]:
+    async def body(x: int) -> int:
+        return x
+
+    return body
+
+
+def test_a_body_is_pickled_once_while_it_lives(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arrange: count the encodings
+    pickled: list[object] = []
+    encode = tasks.encode_routine
+
+    def counting(body: Callable[..., Any]) -> bytes:
+        pickled.append(body)
+        return encode(body)
+
+    monkeypatch.setattr(task_module, "encode_routine", counting)
+    body = make_body()
+
+    # Act
+    blobs = {routine_blob(body) for _ in range(3)}
+
+    # Assert
+    assert len(blobs) == 1
+    assert pickled == [body]
+
+
+def test_a_collected_body_leaves_no_entry_and_a_new_one_gets_its_own_blob() -> None:
+    # Arrange
+    body = make_body()
+    routine_blob(body)
+    key = id(body)
+    assert key in task_module._routine_blobs
+
+    # Act
+    del body
+    gc.collect()
+
+    # Assert: whatever takes that id next is pickled afresh, never handed the old blob
+    assert key not in task_module._routine_blobs
+    other = make_body()
+    assert decode_routine(routine_blob(other)).__qualname__ == other.__qualname__
+
+
+def test_a_body_that_cannot_be_weakly_referenced_is_pickled_each_time() -> None:
+    # Act: a method descriptor cannot be weakly referenced; a builtin can
+    blobs = [routine_blob(str.upper), routine_blob(math.sqrt)]
+
+    # Assert: both encode; only the builtin is kept
+    assert decode_routine(blobs[0]) is str.upper
+    assert decode_routine(blobs[1]) is math.sqrt
+    assert id(str.upper) not in task_module._routine_blobs
+    assert id(math.sqrt) in task_module._routine_blobs
+
+
+def test_an_unpicklable_argument_names_the_routine_only_when_it_fails() -> None:
+    # Arrange
+    body = make_body()
+
+    # Act, Assert: picklable arguments encode
+    Task(callable=body, args=(len,), kwargs={"key": [1]}).encode()
+
+    # Arrange: an argument that cannot be pickled
+    import threading
+
+    broken = Task(callable=body, args=(threading.Lock(),))
+
+    # Act, Assert: the error names the argument and the routine's qualified name
+    with pytest.raises(SerializationError, match=r"argument 0 .*make_body.<locals>.body"):
+        broken.encode()
