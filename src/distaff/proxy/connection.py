@@ -333,14 +333,17 @@ class WorkerConnection:
         else:
             self._completed += 1
         if call is not None and call.born is not None:
-            self._observe(time.monotonic() - call.born, ahead=call.ahead, failed=failed)
+            now = time.monotonic()
+            self._observe(now - call.born, ahead=call.ahead, failed=failed, now=now)
         else:  # a stream or a cancel: not timed, but the session's idle time counts from here
             self._ended_at = time.monotonic()
         driver = self._driver
         if driver is None or not driver.session.open_calls:
             self._idle.set()
 
-    def _observe(self, seconds: float, *, ahead: int = 0, failed: bool = False) -> None:
+    def _observe(
+        self, seconds: float, *, ahead: int = 0, failed: bool = False, now: float = 0.0
+    ) -> None:
         """Fold one completion time into the peak-weighted moving averages.
 
         ``ahead`` is how many of this caller's calls were on the worker when
@@ -348,7 +351,7 @@ class WorkerConnection:
         """
         if failed:
             seconds = max(seconds, _FAILURE_PENALTY)
-        now = time.monotonic()
+        now = now or time.monotonic()
         weight = math.exp(-(now - self._latency_at) / _LATENCY_DECAY)
         self._latency = _peak_average(self._latency, seconds, weight)
         share = seconds if failed else seconds / (ahead + 1)
@@ -503,7 +506,7 @@ class WorkerConnection:
             else:
                 call = await self._open_within(driver, fields, task, timeout, reservation, ahead)
             answer = await call.first_answer()
-            if answer.__class__ is not s.Accepted:
+            if answer.__class__ is s.Refused or answer.__class__ is s.Lost:
                 self._refused(answer)
             return call
         except TransientRpcError:
@@ -515,7 +518,7 @@ class WorkerConnection:
             if not driver.session.open_calls:
                 self._idle.set()
 
-    def _refused(self, answer: s.Event) -> None:
+    def _refused(self, answer: s.Refused | s.Lost) -> None:
         """Raise if the worker's first answer says the call never started."""
         if isinstance(answer, s.Refused):
             # busy: at its concurrency limit; otherwise draining (going away)
