@@ -22,6 +22,7 @@ from .._exceptions import (
     WorkerLostError,
 )
 from ..balancers.pinned import PinnedLoadBalancer
+from ..proxy.call import RemoteCall
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from .routine import _bound, _new_task, _Options, take_first
@@ -78,18 +79,24 @@ def _task(
 async def _call(handle: ActorHandle[Any], task: Task) -> Any:
     deadline = None if task.timeout is None else time.monotonic() + task.timeout
     stream = await dispatch(handle, task)
+    # a pinned dispatch always makes the built-in RemoteCall: read and end it
+    # without the frames of __anext__ and an awaited aclose
+    call = stream if stream.__class__ is RemoteCall else None
     try:
         if deadline is None:
-            return await anext(stream)
+            return await (call.receive() if call is not None else anext(stream))
         async with _bound(deadline):
-            return await anext(stream)
+            return await (call.receive() if call is not None else anext(stream))
     except (RpcError, ActorDiedError) as error:
         death = _death(handle, error, task.proxy)
         if death is None:
             raise
         raise death from error
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        if call is not None:
+            call.discard()
+        else:
+            await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def run_pinned(handle: ActorHandle[Any], body: Callable[..., Any], args: Any) -> Any:
