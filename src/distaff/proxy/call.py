@@ -117,16 +117,20 @@ class RemoteCall:
             events.popleft()
         return event
 
+    async def _arrival(self) -> None:
+        """Wait for the next event; cancelling cancels the call."""
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        finally:
+            self._waiter = None
+
     async def _next(self) -> s.Event:
         while not self._events:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-            finally:
-                self._waiter = None
+            await self._arrival()
         return self._events.popleft()
 
     def cancel(self) -> None:
@@ -149,11 +153,15 @@ class RemoteCall:
 
         For a coroutine call this is ``__anext__`` without its two extra frames.
         """
-        if self._ended and not self._events:
+        events = self._events
+        if self._ended and not events:
             raise StopAsyncIteration
-        event = await self._next()
-        while event.__class__ is s.Accepted:
-            event = await self._next()
+        while True:  # a coroutine to wait in only when nothing is queued
+            while not events:
+                await self._arrival()
+            event = events.popleft()
+            if event.__class__ is not s.Accepted:
+                break
         if event.__class__ is s.Result or event.__class__ is s.Item:
             self.context = event.context
             return loads(event.payload, what="a value sent by the worker")

@@ -492,7 +492,7 @@ class WorkerConnection:
         self._idle.clear()
         # counted before the first await, so a balancer choosing for the next
         # dispatch in the same tick already sees this one
-        ahead = self.in_flight
+        ahead = self._reserved + driver.session.open_calls  # in_flight, with the driver at hand
         self._reserved += 1
         self.turn = next(_turns)
         reservation = [True]  # handed over to the session when the call opens
