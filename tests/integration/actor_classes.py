@@ -36,6 +36,9 @@ class Counter:
     async def get(self) -> int:
         return self.value
 
+    async def echo(self, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return args, kwargs
+
     async def is_ready(self) -> bool:
         return self.ready
 

@@ -45,6 +45,21 @@ async def test_state_persists_across_a_thousand_calls(pool: distaff.WorkerPool) 
     assert await counter.pid() in pool.pids
 
 
+async def test_method_arguments_arrive_as_given_whatever_their_names(
+    pool: distaff.WorkerPool,
+) -> None:
+    # Arrange: keyword names that the call's own envelope uses on the worker
+    counter = await ac.Counter.spawn(0)
+    args = ([1, [2, {"k": (3,)}]], "two")
+    kwargs = {"actor_id": "not the actor", "method": [4], "args": (), "kwargs": {}}
+
+    # Act
+    got = await counter.echo(*args, **kwargs)
+
+    # Assert
+    assert got == (args, kwargs)
+
+
 async def test_a_constructor_error_comes_back_typed_and_leaves_nothing() -> None:
     async with distaff.WorkerPool(spawn=1):
         with pytest.raises(ValueError, match="constructor refused"):

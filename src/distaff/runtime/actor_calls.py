@@ -70,7 +70,7 @@ def _task(
     generator: bool,
 ) -> Task:
     handle.check_alive()
-    task = _new_task(body, (handle.id, name, args, kwargs), {}, generator, _OPTIONS)
+    task = _new_task(body, (handle.id, name, *args), kwargs, generator, _OPTIONS)
     if task.chain is None:  # a call from outside any actor starts a chain of its own
         task.chain = task.id  # unique already: no second id to make
     return task
