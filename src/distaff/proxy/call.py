@@ -103,7 +103,7 @@ class RemoteCall:
         reading the call reports it.
         """
         events = self._events
-        while not events:
+        while not events:  # nearly always waits: _arrival() inlined, a frame per call less
             waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
