@@ -86,3 +86,60 @@ def test_an_unpicklable_argument_names_the_routine_only_when_it_fails() -> None:
     # Act, Assert: the error names the argument and the routine's qualified name
     with pytest.raises(SerializationError, match=r"argument 0 .*make_body.<locals>.body"):
         broken.encode()
+
+
+class ShippedProxy:
+    """Stands in for the proxy a task ships: start_fields asks it only for its pickle."""
+
+    def serialized(self) -> tuple[str, bytes]:
+        return "proxy-id", b"proxy-pickle"
+
+
+def test_start_fields_carry_every_field_of_the_task_to_its_own_place() -> None:
+    # Arrange: a distinct value in every field, so that two swapped ones show
+    body = make_body()
+    task = Task(
+        callable=body,
+        args=(1,),
+        kwargs={"k": 2},
+        id="task-id",
+        caller="caller-id",
+        timeout=3.5,
+        dispatch_timeout=4.5,
+        generator=True,
+        window=6,
+        proxy=ShippedProxy(),
+        attempt=7,
+        context=b"context",
+        chain="chain-id",
+        output=True,
+        traceparent="00-trace",
+    )
+
+    # Act
+    fields = task.start_fields()
+
+    # Assert
+    routine, arguments = task.encode()
+    assert (fields.task_id, fields.routine, fields.arguments) == ("task-id", routine, arguments)
+    assert (fields.caller, fields.chain) == ("caller-id", "chain-id")
+    assert (fields.proxy_id, fields.proxy) == ("proxy-id", b"proxy-pickle")
+    assert (fields.timeout, fields.dispatch_timeout) == (3.5, 4.5)
+    assert (fields.generator, fields.output) == (True, True)
+    assert (fields.window, fields.attempt) == (6, 7)
+    assert (fields.context, fields.traceparent) == (b"context", "00-trace")
+
+
+def test_start_fields_of_a_bare_task_are_the_frame_defaults() -> None:
+    # Act
+    fields = Task(callable=make_body()).start_fields()
+
+    # Assert: None becomes the protobuf default, nothing else is set
+    assert (fields.caller, fields.chain, fields.proxy_id, fields.proxy) == ("", "", "", b"")
+    assert (fields.timeout, fields.dispatch_timeout, fields.window, fields.attempt) == (0, 0, 0, 0)
+    assert (fields.generator, fields.output, fields.context, fields.traceparent) == (
+        False,
+        False,
+        b"",
+        "",
+    )

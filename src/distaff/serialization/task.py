@@ -148,22 +148,24 @@ class Task:
         if self.proxy is not None:
             shipped: ShippedProxyLike = self.proxy
             proxy_id, proxy = shipped.serialized()
+        # positional, in StartFields' order: matching 15 keywords cost more
+        # than the rest of this method (test_task.py checks every field)
         self._fields = StartFields(
-            task_id=self.id,
-            routine=routine,
-            arguments=arguments,
-            caller=self.caller or "",
-            proxy_id=proxy_id,
-            proxy=proxy,
-            timeout=self.timeout or 0.0,
-            dispatch_timeout=self.dispatch_timeout or 0.0,
-            generator=self.generator,
-            window=self.window,
-            attempt=self.attempt,
-            context=self.context,
-            chain=self.chain or "",
-            output=self.output,
-            traceparent=self.traceparent,
+            self.id,  # task_id
+            routine,
+            arguments,
+            self.caller or "",  # caller
+            proxy_id,
+            proxy,
+            self.timeout or 0.0,  # timeout
+            self.dispatch_timeout or 0.0,  # dispatch_timeout
+            self.generator,
+            self.window,
+            self.attempt,
+            self.context,
+            self.chain or "",  # chain
+            self.output,
+            self.traceparent,
         )
         return self._fields
 
