@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from distaff._exceptions import SerializationError
+from distaff.serialization import session as s
 from distaff.serialization import task as task_module
 from distaff.serialization import tasks
 from distaff.serialization.task import Task, routine_blob
@@ -143,3 +144,40 @@ def test_start_fields_of_a_bare_task_are_the_frame_defaults() -> None:
         b"",
         "",
     )
+
+
+def test_a_task_comes_back_whole_from_its_start_frame() -> None:
+    # Arrange: every field distinct, through the frame the worker reads
+    body = make_body()
+    sent = Task(
+        callable=body,
+        args=(1,),
+        kwargs={"k": 2},
+        id="task-id",
+        caller="caller-id",
+        timeout=3.5,
+        dispatch_timeout=4.5,
+        generator=True,
+        window=6,
+        proxy=ShippedProxy(),
+        attempt=7,
+        context=b"context",
+        chain="chain-id",
+        output=True,
+        traceparent="00-trace",
+    )
+    caller, worker = s.CallerSession(), s.WorkerSession("w")
+    worker.receive(caller.data_to_send()[0])
+    caller.receive(worker.data_to_send()[0])
+    caller.open_call(sent.start_fields())
+    (started,) = worker.receive(caller.data_to_send()[0])
+
+    # Act
+    got = Task.from_start(started.start, callable=body, args=(1,), kwargs={"k": 2}, proxy="p")
+
+    # Assert
+    for name in ("id", "caller", "timeout", "dispatch_timeout", "generator", "window"):
+        assert getattr(got, name) == getattr(sent, name), name
+    for name in ("attempt", "context", "chain", "output", "traceparent"):
+        assert getattr(got, name) == getattr(sent, name), name
+    assert (got.callable, got.args, got.kwargs, got.proxy) == (body, (1,), {"k": 2}, "p")

@@ -180,20 +180,20 @@ class Task:
         proxy: Any,
     ) -> Task:
         """The task a Start frame describes (the inverse of ``start_fields``)."""
-        return cls(
-            callable=callable,
-            args=args,
-            kwargs=kwargs,
-            id=start.task_id,
-            caller=start.caller or None,
-            timeout=start.timeout or None,
-            dispatch_timeout=start.dispatch_timeout or None,
-            generator=start.generator,
-            window=start.window,
-            proxy=proxy,
-            attempt=start.attempt,
-            context=start.context,
-            chain=start.chain or None,
-            output=start.output,
-            traceparent=start.traceparent,
+        return cls(  # positional, in field order, as in start_fields
+            callable,
+            args,
+            kwargs,
+            start.task_id,  # id
+            start.caller or None,  # caller
+            start.timeout or None,  # timeout
+            start.dispatch_timeout or None,  # dispatch_timeout
+            start.generator,
+            start.window,
+            proxy,
+            start.attempt,
+            start.context,
+            start.chain or None,  # chain
+            start.output,
+            start.traceparent,
         )
