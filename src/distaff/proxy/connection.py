@@ -94,14 +94,6 @@ async def _end_idle(driver: _SessionDriver) -> None:
         await driver.aclose(_CLOSE_PATIENCE)
 
 
-def _peak_average(average: float, sample: float, weight: float) -> float:
-    """Peak-weighted moving average: a higher sample counts at once, a lower
-    one pulls the average down by ``1 - weight``."""
-    if sample > average:
-        return sample
-    return average * weight + sample * (1 - weight)
-
-
 class _SessionDriver:
     """Runs one CallerSession over one transport; owned by its connection.
 
@@ -334,7 +326,7 @@ class WorkerConnection:
             self._completed += 1
         if call is not None and call.born is not None:
             now = time.monotonic()
-            self._observe(now - call.born, ahead=call.ahead, failed=failed, now=now)
+            self._observe(now - call.born, call.ahead, failed, now)
         else:  # a stream or a cancel: not timed, but the session's idle time counts from here
             self._ended_at = time.monotonic()
         driver = self._driver
@@ -342,20 +334,25 @@ class WorkerConnection:
             self._idle.set()
 
     def _observe(
-        self, seconds: float, *, ahead: int = 0, failed: bool = False, now: float = 0.0
+        self, seconds: float, ahead: int = 0, failed: bool = False, now: float = 0.0
     ) -> None:
         """Fold one completion time into the peak-weighted moving averages.
 
         ``ahead`` is how many of this caller's calls were on the worker when
         this one was sent: its share of the time is ``seconds / (ahead + 1)``.
+        Peak-weighted: a higher sample counts at once, a lower one pulls the
+        average down by ``1 - weight``, the weight decaying with the time
+        since the previous sample (``_LATENCY_DECAY``).
         """
         if failed:
             seconds = max(seconds, _FAILURE_PENALTY)
         now = now or time.monotonic()
-        weight = math.exp(-(now - self._latency_at) / _LATENCY_DECAY)
-        self._latency = _peak_average(self._latency, seconds, weight)
+        weight = math.exp((self._latency_at - now) / _LATENCY_DECAY)
+        latency = self._latency
+        self._latency = seconds if seconds > latency else latency * weight + seconds * (1 - weight)
         share = seconds if failed else seconds / (ahead + 1)
-        self._service_time = _peak_average(self._service_time, share, weight)
+        service = self._service_time
+        self._service_time = share if share > service else service * weight + share * (1 - weight)
         self._latency_at = now
 
     def _reported(self, load: Any) -> None:
