@@ -96,10 +96,9 @@ class ShippedProxy:
         return "proxy-id", b"proxy-pickle"
 
 
-def test_start_fields_carry_every_field_of_the_task_to_its_own_place() -> None:
-    # Arrange: a distinct value in every field, so that two swapped ones show
-    body = make_body()
-    task = Task(
+def full_task(body: Callable[..., Any]) -> Task:
+    """A task with a distinct value in every field, so that two swapped ones show."""
+    return Task(
         callable=body,
         args=(1,),
         kwargs={"k": 2},
@@ -116,6 +115,12 @@ def test_start_fields_carry_every_field_of_the_task_to_its_own_place() -> None:
         output=True,
         traceparent="00-trace",
     )
+
+
+def test_start_fields_carry_every_field_of_the_task_to_its_own_place() -> None:
+    # Arrange
+    body = make_body()
+    task = full_task(body)
 
     # Act
     fields = task.start_fields()
@@ -149,23 +154,7 @@ def test_start_fields_of_a_bare_task_are_the_frame_defaults() -> None:
 def test_a_task_comes_back_whole_from_its_start_frame() -> None:
     # Arrange: every field distinct, through the frame the worker reads
     body = make_body()
-    sent = Task(
-        callable=body,
-        args=(1,),
-        kwargs={"k": 2},
-        id="task-id",
-        caller="caller-id",
-        timeout=3.5,
-        dispatch_timeout=4.5,
-        generator=True,
-        window=6,
-        proxy=ShippedProxy(),
-        attempt=7,
-        context=b"context",
-        chain="chain-id",
-        output=True,
-        traceparent="00-trace",
-    )
+    sent = full_task(body)
     caller, worker = s.CallerSession(), s.WorkerSession("w")
     worker.receive(caller.data_to_send()[0])
     caller.receive(worker.data_to_send()[0])
