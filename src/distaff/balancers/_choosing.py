@@ -49,13 +49,14 @@ class Snapshots:
         if last is not None and last[0]() is context:
             snapshot = last[1]
         else:
-            snapshot = self._cache.get(context)  # type: ignore[assignment]
-            if snapshot is None:
-                snapshot = Snapshot(None, [])
+            cached = self._cache.get(context)
+            if cached is None:
+                cached = Snapshot(None, [])
                 try:
-                    self._cache[context] = snapshot
+                    self._cache[context] = cached
                 except TypeError:  # not weakly referenceable: no cache
                     return Snapshot(None, list(context.workers.items()))
+            snapshot = cached
             self._last = (weakref.ref(context), snapshot)
         if version is None or snapshot.version != version:
             snapshot.items = list(context.workers.items())

@@ -103,15 +103,8 @@ class RemoteCall:
         reading the call reports it.
         """
         events = self._events
-        while not events:  # nearly always waits: _arrival() inlined, a frame per call less
-            waiter = self._waiter = self._loop.create_future()
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
-            finally:
-                self._waiter = None
+        while not events:
+            await self._arrival()
         event = events[0]
         if event.__class__ is s.Accepted:
             events.popleft()

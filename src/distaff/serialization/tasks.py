@@ -253,12 +253,12 @@ def dumps(value: Any, *, what: str, of: Callable[..., Any] | None = None) -> Pay
     try:
         data = _pickle(value, _plainness(value))
     except Exception as exc:
-        owner = f" by {getattr(of, '__qualname__', of)!r}" if of is not None else ""
+        owner = f" by {_routine_name(of)!r}" if of is not None else ""
         raise SerializationError(
             f"cannot pickle {what}{owner} of type {type(value).__qualname__}: {exc}"
         ) from exc
     if len(data) > MAX_MESSAGE_BYTES // 2:  # cheap test first; the exact one names it
-        owner = f" by {getattr(of, '__qualname__', of)!r}" if of is not None else ""
+        owner = f" by {_routine_name(of)!r}" if of is not None else ""
         check_size(len(data), f"{what}{owner}")
     return data
 
