@@ -55,6 +55,9 @@ class ProxyState(enum.Enum):
     STOPPED = "stopped"
 
 
+_RUNNING = ProxyState.RUNNING  # per call: ``ProxyState.RUNNING`` costs EnumType's __getattr__ hook
+
+
 class WorkerProxy:
     """Routes tasks to the workers a discovery subscription reports.
 
@@ -359,7 +362,7 @@ class WorkerProxy:
         self._dispatching += 1
         try:
             task.start_fields()  # the caller's error, before any worker is asked
-            if self._state is not ProxyState.RUNNING:
+            if self._state is not _RUNNING:
                 if not self.lazy:
                     raise RuntimeError("WorkerProxy is not started; call start() or use lazy=True")
                 await self.start()

@@ -35,6 +35,10 @@ class _State(enum.Enum):
     ACKED = "acked"
 
 
+# module globals: ``_State.RUNNING`` goes through EnumType's ``__getattr__`` on 3.11
+_RUNNING, _ACKED = _State.RUNNING, _State.ACKED
+
+
 @dataclasses.dataclass(slots=True)
 class Started:
     """Run this call."""
@@ -136,7 +140,7 @@ class WorkerSession:
                     arguments = take_blob(blobs, start.arguments_blob)
                 else:
                     arguments = start.arguments
-                self._calls[call] = _State.RUNNING
+                self._calls[call] = _RUNNING
                 events.append(Started(call, start, arguments))
             elif kind == "step":
                 if call in self._calls:
@@ -152,8 +156,8 @@ class WorkerSession:
 
     def ack(self, call: int) -> None:
         """Acknowledge a call still running after its first step."""
-        if self._calls.get(call) is _State.RUNNING:
-            self._calls[call] = _State.ACKED
+        if self._calls.get(call) is _RUNNING:
+            self._calls[call] = _ACKED
             frame = self._pending.frames.add()
             frame.call = call
             frame.ack.SetInParent()
@@ -201,7 +205,7 @@ class WorkerSession:
 
     def refuse(self, call: int, reason: str, *, busy: bool = False) -> None:
         """Final: refuse a call just started, before running any of it (safe to retry)."""
-        if self._calls.get(call) is _State.RUNNING:
+        if self._calls.get(call) is _RUNNING:
             del self._calls[call]
             reject = self._final(call).reject
             reject.reason = reason
