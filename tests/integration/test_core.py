@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import distaff
+from distaff.serialization.task import new_task_id
 from tests.conftest import worker_children
 
 from ..waiting import wait_until
@@ -54,7 +55,8 @@ async def test_current_task_is_none_in_the_caller_and_set_on_the_worker(
     task_id, caller, _ = await r.task_info()
 
     assert distaff.current_task() is None
-    assert len(task_id) == 32
+    assert task_id[:16] == new_task_id()[:16]  # made here, with this process's prefix
+    assert task_id[16:].isdigit()
     assert caller is None
 
 

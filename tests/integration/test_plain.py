@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 import pytest
 
 import distaff
+from distaff.serialization.task import new_task_id
 
 from . import fanout_routines as f
 
@@ -51,7 +52,8 @@ async def test_plain_function_runs_in_a_worker_thread_and_sees_its_task(
 
     assert value == 49
     assert thread.startswith("distaff-plain")
-    assert len(task_id) == 32
+    assert task_id[:16] == new_task_id()[:16]  # made here, with this process's prefix
+    assert task_id[16:].isdigit()
     assert attempt == 0
 
 

@@ -1,9 +1,11 @@
-"""A task's routine blob is pickled once per body, and forgotten with it."""
+"""A task: its routine blob pickled once per body and forgotten with it, its id, its fields."""
 
 from __future__ import annotations
 
 import gc
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,7 @@ from distaff._exceptions import SerializationError
 from distaff.serialization import session as s
 from distaff.serialization import task as task_module
 from distaff.serialization import tasks
-from distaff.serialization.task import Task, routine_blob
+from distaff.serialization.task import Task, new_task_id, routine_blob
 from distaff.serialization.tasks import decode_routine
 
 
@@ -170,3 +172,21 @@ def test_a_task_comes_back_whole_from_its_start_frame() -> None:
     for name in ("attempt", "context", "chain", "output", "traceparent"):
         assert getattr(got, name) == getattr(sent, name), name
     assert (got.callable, got.args, got.kwargs, got.proxy) == (body, (1,), {"k": 2}, "p")
+
+
+def test_task_ids_are_distinct_and_carry_this_processs_prefix() -> None:
+    ids = [new_task_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    prefixes = {i[:16] for i in ids}
+    assert len(prefixes) == 1
+    assert all(c in "0123456789abcdef" for c in prefixes.pop())
+
+
+def test_another_process_makes_other_task_ids() -> None:
+    code = "from distaff.serialization.task import new_task_id; print(new_task_id())"
+    theirs = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    ours = new_task_id()
+    assert theirs[:16] != ours[:16]
+    assert theirs != ours
