@@ -15,6 +15,16 @@ from ..serialization.wire import StepKind
 from .output import OutputSinkLike, current_output_sink, emit
 
 
+class _NotYet:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_YET"
+
+
+NOT_YET: Any = _NotYet()  # take(): nothing to read yet
+
+
 class CallLink(Protocol):
     """What a call needs of the session driver that carries it."""
 
@@ -146,12 +156,24 @@ class RemoteCall:
 
         For a coroutine call this is ``__anext__`` without its two extra frames.
         """
-        events = self._events
-        if self._ended and not events:
+        if self._ended and not self._events:
             raise StopAsyncIteration
-        while True:  # a coroutine to wait in only when nothing is queued
-            while not events:
-                await self._arrival()
+        while True:
+            outcome = self.take()
+            if outcome is not NOT_YET:
+                return outcome
+            await self._arrival()
+
+    def take(self) -> Any:
+        """The next outcome if it has arrived, else ``NOT_YET``: ``receive()`` without waiting.
+
+        A call answered by now (the usual case once ``first_answer`` has
+        returned its result) is read without making a coroutine.
+        """
+        events = self._events
+        while True:
+            if not events:
+                return NOT_YET
             event = events.popleft()
             if event.__class__ is not s.Accepted:
                 break

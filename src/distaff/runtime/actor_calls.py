@@ -22,7 +22,7 @@ from .._exceptions import (
     WorkerLostError,
 )
 from ..balancers.pinned import PinnedLoadBalancer
-from ..proxy.call import RemoteCall
+from ..proxy.call import NOT_YET, RemoteCall
 from ..serialization.task import Task
 from ..serialization.tracebacks import trim_traceback
 from .routine import _bound, _new_task, _Options, take_first
@@ -84,7 +84,10 @@ async def _call(handle: ActorHandle[Any], task: Task) -> Any:
     call = stream if stream.__class__ is RemoteCall else None
     try:
         if deadline is None:
-            return await (call.receive() if call is not None else anext(stream))
+            if call is None:
+                return await anext(stream)
+            outcome = call.take()  # answered already, as a call usually is by now
+            return outcome if outcome is not NOT_YET else await call.receive()
         async with _bound(deadline):
             return await (call.receive() if call is not None else anext(stream))
     except (RpcError, ActorDiedError) as error:

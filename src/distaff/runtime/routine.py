@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from .. import _checks
 from .._exceptions import NoWorkersAvailable
 from ..proxy import observe
-from ..proxy.call import RemoteCall
+from ..proxy.call import NOT_YET, RemoteCall
 from ..serialization.task import Task, new_task_id
 from ..serialization.tracebacks import trim_traceback
 from . import contextvar
@@ -149,7 +149,8 @@ async def run_task(task: Task) -> Any:
         call: RemoteCall = stream
         try:
             if deadline is None:
-                return await call.receive()
+                outcome = call.take()  # answered already, as a call usually is by now
+                return outcome if outcome is not NOT_YET else await call.receive()
             async with _bound(deadline):
                 return await call.receive()
         finally:
