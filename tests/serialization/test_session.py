@@ -218,6 +218,11 @@ class Sessions(RuleBasedStateMachine):
         if self.link.caller.closed:
             assert self.link.caller.open_calls == 0
 
+    @invariant()
+    def the_calls_view_is_the_open_calls(self) -> None:
+        caller = self.link.caller
+        assert len(caller.calls) == caller.open_calls
+
     def teardown(self) -> None:
         # the stream ends: every call has exactly one final state
         self._apply_caller(list(self.link.caller.lose()))
@@ -251,6 +256,17 @@ def test_nothing_but_the_hello_goes_out_before_the_worker_answers() -> None:
     assert hello.frames[0].hello.protocol == PROTOCOL_VERSION
     assert caller.data_to_send() == []
     assert caller.phase(call) is s.Phase.QUEUED
+
+
+def test_the_open_calls_can_be_read_but_not_changed_through_calls() -> None:
+    caller = s.CallerSession()
+    call = caller.open_call(fields("t"))
+
+    assert list(caller.calls) == [call]
+    with pytest.raises(TypeError):
+        del caller.calls[call]  # type: ignore[attr-defined]
+    caller.cancel(call)
+    assert not caller.calls
 
 
 def test_a_call_lost_before_it_was_written_never_ran() -> None:

@@ -330,7 +330,7 @@ class WorkerConnection:
         else:  # a stream or a cancel: not timed, but the session's idle time counts from here
             self._ended_at = time.monotonic()
         driver = self._driver
-        if driver is None or not driver.session.open_calls:
+        if driver is None or not driver.session.calls:
             self._idle.set()
 
     def _observe(
@@ -489,7 +489,9 @@ class WorkerConnection:
         self._idle.clear()
         # counted before the first await, so a balancer choosing for the next
         # dispatch in the same tick already sees this one
-        ahead = self._reserved + driver.session.open_calls  # in_flight, with the driver at hand
+        calls = driver.session.calls  # the session's open calls
+        opened = len(calls)
+        ahead = self._reserved + opened  # in_flight, with the driver at hand
         self._reserved += 1
         self.turn = next(_turns)
         reservation = [True]  # handed over to the session when the call opens
@@ -499,7 +501,7 @@ class WorkerConnection:
                 call = self._open(driver, fields, task, reservation, ahead)
                 # a lone call goes out in this turn; with others in flight, the
                 # next turn's write carries everything queued meanwhile
-                driver.wake(eager=driver.session.open_calls == 1)
+                driver.wake(eager=not opened)
             else:
                 call = await self._open_within(driver, fields, task, timeout, reservation, ahead)
             answer = await call.first_answer()
@@ -512,7 +514,7 @@ class WorkerConnection:
         finally:
             if reservation[0]:
                 self._reserved -= 1
-            if not driver.session.open_calls:
+            if not calls:
                 self._idle.set()
 
     def _refused(self, answer: s.Refused | s.Lost) -> None:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
+import types
+from collections.abc import Mapping
 from typing import Any
 
 from ..wire import (
@@ -208,6 +210,9 @@ class CallerSession:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
+        # the open calls, read-only: len(session.calls) is open_calls without
+        # a property's frame, for the driver that asks several times per call
+        self.calls: Mapping[int, object] = types.MappingProxyType(self._calls)
         self._pending = Envelope()
         self._blobs: list[Payload] = []  # the large payloads _pending refers to
         self._queued: list[int] = []  # calls whose Start sits in _pending
@@ -256,7 +261,7 @@ class CallerSession:
         Raises:
             ProtocolError: the session has ended or the worker is draining.
         """
-        if not self.accepts_calls:
+        if self.closed or self.draining:  # not accepts_calls: a property costs a frame
             raise ProtocolError("the session no longer accepts calls")
         call = next(self._ids)
         frame = self._pending.frames.add()
