@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -81,3 +82,22 @@ async def fail(message: str) -> None:
 async def snooze(seconds: float) -> None:
     """Sleep without blocking the loop."""
     await asyncio.sleep(seconds)
+
+
+@distaff.routine
+async def garbage_watch(start: bool) -> int:
+    """Start: collect, then stop the collector. Stop: the objects a collection finds now."""
+    if start:
+        gc.collect()
+        gc.disable()
+        return 0
+    try:
+        return gc.collect()  # what reference counting could not free since the start
+    finally:
+        gc.enable()
+
+
+@distaff.routine
+async def silent() -> None:
+    """Print nothing: the output slot is all the call pays for."""
+    return None

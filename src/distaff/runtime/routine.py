@@ -369,4 +369,5 @@ def enter_task_deadlines(task: Task) -> None:
         actor_chain_var.set(task.chain)
     if task.timeout is not None:
         deadline_var.set(time.monotonic() + task.timeout)
-    dispatch_timeout_var.set(task.dispatch_timeout)
+    if task.dispatch_timeout is not None or dispatch_timeout_var.get() is not None:
+        dispatch_timeout_var.set(task.dispatch_timeout)  # a set costs more than a get

@@ -21,7 +21,7 @@ from ...proxy.output import current_output_sink
 from ...serialization.task import Task
 from ...serialization.wire import Output
 from ..tracing import worker_span
-from .output import CallOutput, Origin, default_burst
+from .output import CallOutput, Origin, OutputSlot, default_burst
 
 if TYPE_CHECKING:
     from .metrics import WorkerMetrics
@@ -75,23 +75,27 @@ class Instruments:
         if self.metrics is not None:
             self.metrics.item(routine)
 
-    def capture_output(
-        self,
-        routine: str,
-        send: Callable[[list[Output]], None],
-        loop: asyncio.AbstractEventLoop,
+    def capture_output(self, slot: OutputSlot, loop: asyncio.AbstractEventLoop) -> None:
+        """Send what the current call prints and logs to ``slot``; on ``loop``, in the call.
+
+        The slot makes its sink (``open_output``) on the call's first line
+        only: most calls print nothing.
+        """
+        if loop is not self._loop:  # calls run on one loop: its thread is known
+            self._loop, self._loop_thread = loop, threading.get_ident()
+        current_output_sink.set(slot)
+
+    def open_output(
+        self, routine: str, send: Callable[[list[Output]], None], loop: asyncio.AbstractEventLoop
     ) -> CallOutput:
-        """Send what the current call prints and logs through ``send`` (run on ``loop``)."""
+        """The sink of a call of ``routine``, its frames sent through ``send`` on ``loop``."""
         origin = self._origins.get(routine)
         if origin is None:
             if len(self._origins) >= 4096:  # routines are few; bound it anyway
                 self._origins.clear()
-            origin = self._origins[routine] = Origin(routine, os.getpid(), self.host, self.worker)
-        if loop is not self._loop:  # calls run on one loop: its thread is known
-            self._loop, self._loop_thread = loop, threading.get_ident()
-        sink = CallOutput(send, origin, self._burst, loop, self._loop_thread, self.monitor)
-        current_output_sink.set(sink)
-        return sink
+            origin = Origin(routine, os.getpid(), self.host, self.worker)
+            self._origins[routine] = origin
+        return CallOutput(send, origin, self._burst, loop, self._loop_thread)
 
     def span(self, task: Task, routine: str) -> contextlib.AbstractContextManager[Any]:
         """The call's child span of the caller's trace, if it sent one."""

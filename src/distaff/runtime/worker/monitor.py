@@ -106,6 +106,10 @@ def culprit(frame: types.FrameType | None) -> str | None:
     return None
 
 
+def _no_sink(task: asyncio.Task[Any]) -> StallSinkLike | None:
+    return None
+
+
 class LoopMonitor:
     """Warns once per routine that blocks the loop for more than ``threshold`` s.
 
@@ -119,8 +123,10 @@ class LoopMonitor:
         self._busy = busy
         self._interval = max(threshold / 2, 0.01)
         self._warned: set[str] = set()
-        self._suspect: _Suspect | None = None
-        self._sinks: dict[asyncio.Task[Any], StallSinkLike] = {}
+        # what was running when the loop stalled; read by calls as they end
+        self.suspect: _Suspect | None = None
+        # the output of the call a task runs (the worker service sets it)
+        self.sink_of: Callable[[asyncio.Task[Any]], StallSinkLike | None] = _no_sink
         self._beaten = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -147,35 +153,23 @@ class LoopMonitor:
         if self._loop is None or self._timer is not None or self._stop.is_set():
             return
         self._beaten = time.monotonic()
-        self._suspect = None
+        self.suspect = None
         self._timer = self._loop.call_later(self._interval, self._beat, self._loop, self._beaten)
         self._armed.set()
 
-    def watch(self, sink: StallSinkLike) -> None:
-        """Tell ``sink`` when the current task blocks the loop; on the loop, in the task."""
-        if self._loop is not None:  # the loop given: no lookup of the running one per call
-            task = asyncio.current_task(self._loop)
-            if task is not None:
-                self._sinks[task] = sink
-
-    def closing(self, sink: StallSinkLike) -> None:
-        """The current task's call ends: stop watching, telling it first if it is blocking now.
+    def closing(self, task: asyncio.Task[Any] | None, sink: StallSinkLike) -> None:
+        """``task``'s call ends: tell ``sink`` first if the call is blocking the loop now.
 
         A call that ends in the step that blocked would hear of it only after
         its final frame; the watchdog has caught it by now, and the stall so
-        far is what it reports.
+        far is what it reports. Callers skip this while ``suspect`` is None.
         """
-        if self._loop is None:
-            return
-        task = asyncio.current_task(self._loop)
-        if task is None or self._sinks.pop(task, None) is None:
-            return
-        suspect = self._suspect
-        if suspect is None or suspect.task is not task:
+        suspect = self.suspect
+        if suspect is None or task is None or suspect.task is not task:
             return
         late = time.monotonic() - self._beaten - self._interval
         if late > self.threshold:
-            self._suspect = dataclasses.replace(suspect, task=None, told=True)  # not again
+            self.suspect = dataclasses.replace(suspect, task=None, told=True)  # not again
             sink.blocked(suspect.culprit, describe(suspect.culprit, late, self.threshold))
 
     def stop(self) -> None:
@@ -192,7 +186,7 @@ class LoopMonitor:
     def _beat(self, loop: asyncio.AbstractEventLoop, scheduled: float) -> None:
         now = time.monotonic()
         late = now - scheduled - self._interval
-        suspect, self._suspect = self._suspect, None
+        suspect, self.suspect = self.suspect, None
         self._beaten = now
         self._timer = None
         if late > self.threshold and suspect is not None:
@@ -206,7 +200,7 @@ class LoopMonitor:
 
     def _report(self, suspect: _Suspect, late: float) -> None:
         text = describe(suspect.culprit, late, self.threshold)
-        sink = self._sinks.get(suspect.task) if suspect.task is not None else None
+        sink = self.sink_of(suspect.task) if suspect.task is not None else None
         if sink is not None:
             sink.blocked(suspect.culprit, text)
         # a worker without log handlers of its own (spawned by a pool) writes
@@ -221,8 +215,8 @@ class LoopMonitor:
         assert loop is not None
         while self._armed.wait() and not self._stop.wait(self._interval):
             stale = time.monotonic() - self._beaten > self.threshold
-            if self._armed.is_set() and self._suspect is None and stale:
+            if self._armed.is_set() and self.suspect is None and stale:
                 task = _running_task(loop)  # before the stack: the step may end meanwhile
                 name = culprit(sys._current_frames().get(loop_thread))
                 if name is not None:
-                    self._suspect = _Suspect(name, task)
+                    self.suspect = _Suspect(name, task)

@@ -27,7 +27,7 @@ from ...proxy.output import BLOCKED_LOGGER, current_output_sink
 from ...serialization.wire import Output, OutputKind
 
 if TYPE_CHECKING:
-    from .monitor import LoopMonitor
+    pass
 
 _STDOUT = OutputKind.OUTPUT_STDOUT
 _STDERR = OutputKind.OUTPUT_STDERR
@@ -86,7 +86,6 @@ class CallOutput:
         burst: lines the call may send at once.
         loop: the loop ``send`` runs on.
         loop_thread: that loop's thread (default: this one).
-        monitor: tells this call (on the loop, in its task) if it blocks the loop.
     """
 
     __slots__ = (
@@ -97,7 +96,6 @@ class CallOutput:
         "_lock",
         "_loop",
         "_loop_thread",
-        "_monitor",
         "_origin",
         "_partial",
         "_queued",
@@ -114,13 +112,8 @@ class CallOutput:
         burst: int,
         loop: asyncio.AbstractEventLoop,
         loop_thread: int | None = None,
-        monitor: LoopMonitor | None = None,
     ) -> None:
-        # made for every call: only what a call that prints nothing needs
         self._send = send
-        self._monitor = monitor  # tells us if this call blocks the loop
-        if monitor is not None:
-            monitor.watch(self)
         self._origin = origin
         self._burst = burst
         self._loop = loop
@@ -205,9 +198,6 @@ class CallOutput:
 
     def close(self) -> None:
         """Send what is left (partial lines, the suppressed count); on the loop, idempotent."""
-        if self._monitor is not None:
-            monitor, self._monitor = self._monitor, None
-            monitor.closing(self)  # a call that blocked until its end says so first
         with self._lock:
             if self._closed:
                 return
@@ -279,6 +269,78 @@ class CallOutput:
             self._send(queued)
 
 
+# guards the opening and closing of every slot: rare (a call's first line,
+# its end), and short
+_OPENING = threading.Lock()
+
+
+class OutputSlot:
+    """Where one call's output goes: its ``CallOutput``, made on the call's first line.
+
+    Every call that forwards output is a slot (the worker's record of a
+    running call subclasses this); most print nothing, and pay for no sink.
+    Safe to write from any thread, like the sink. A subclass says how its
+    sink is made (``open_sink``).
+    """
+
+    __slots__ = ("_closed", "_sink")
+
+    def __init__(self) -> None:
+        self._sink: CallOutput | None = None
+        self._closed = False
+
+    def open_sink(self) -> CallOutput:
+        """Make this call's sink (once at most, from whichever thread writes first)."""
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        """True once the call has ended."""
+        return self._closed
+
+    def sink(self) -> CallOutput | None:
+        """The call's sink, made now if need be; None once the call has ended."""
+        sink = self._sink
+        if sink is not None:
+            return sink
+        with _OPENING:
+            if self._closed:
+                return None
+            if self._sink is None:
+                self._sink = self.open_sink()
+            return self._sink
+
+    def write(self, kind: int, text: str) -> bool:
+        """Take printed ``text``; False once the call has ended (write it elsewhere)."""
+        sink = self.sink()
+        return sink is not None and sink.write(kind, text)
+
+    def record(self, record: logging.LogRecord, text: str) -> bool:
+        """Take a log record formatted as ``text``; False once the call has ended."""
+        sink = self.sink()
+        return sink is not None and sink.record(record, text)
+
+    def forward(self, output: Output) -> None:
+        """Pass on a nested call's output, its origin kept."""
+        sink = self.sink()
+        if sink is not None:
+            sink.forward(output)
+
+    def blocked(self, culprit: str, text: str) -> None:
+        """Tell the caller that this call's code ``culprit`` blocked the worker's loop."""
+        sink = self.sink()
+        if sink is not None:
+            sink.blocked(culprit, text)
+
+    def close(self) -> None:
+        """The call ends: send what is left; later lines go to the real streams. On the loop."""
+        with _OPENING:
+            self._closed = True
+            sink, self._sink = self._sink, None  # it may refer back to its slot
+        if sink is not None:
+            sink.close()
+
+
 class _StreamRouter:
     """Stands in for ``sys.stdout``/``sys.stderr``: the current call's sink, or the real one."""
 
@@ -288,12 +350,12 @@ class _StreamRouter:
 
     def write(self, text: str) -> int:
         sink = current_output_sink.get()
-        if isinstance(sink, CallOutput) and sink.write(self._kind, text):
+        if isinstance(sink, OutputSlot) and sink.write(self._kind, text):
             return len(text)
         return self.real.write(text)
 
     def flush(self) -> None:
-        if not isinstance(current_output_sink.get(), CallOutput):
+        if not isinstance(current_output_sink.get(), OutputSlot):
             self.real.flush()
 
     def __getattr__(self, name: str) -> Any:
@@ -309,7 +371,7 @@ class _LogRouter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = current_output_sink.get()
-        if isinstance(sink, CallOutput):
+        if isinstance(sink, OutputSlot):
             try:
                 text = record.getMessage()
                 if record.exc_info:

@@ -264,6 +264,7 @@ class Worker:
             monitor = LoopMonitor(threshold_from_env(), busy=lambda: self._service.running > 0)
             self._service.on_busy = monitor.wake
             self._service.instruments.monitor = monitor
+            monitor.sink_of = self._service.output_of
             ready(self.metadata)
             self._log_started()
             monitor.start()

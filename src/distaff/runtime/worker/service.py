@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import sys
@@ -42,7 +41,7 @@ from ..routine import enter_task_deadlines
 from .actors import ActorScope, actor_scope_var
 from .execute import invoke
 from .instruments import Instruments
-from .output import CallOutput
+from .output import CallOutput, OutputSlot
 from .proxies import ProxyRegistry
 
 log = logging.getLogger(__name__)
@@ -74,23 +73,56 @@ class _GrpcServerTransport:
         await self._context.write(envelope)
 
 
-class _Call:
-    """A call running here: its task and, for generators, its steps."""
+class _Call(OutputSlot):
+    """A call running here: its task, for generators its steps, and where its output goes.
 
-    __slots__ = ("output", "routine", "seen", "steps", "stopped", "task")
+    The call is its own output slot: a call that prints nothing costs no sink.
+    """
 
-    def __init__(self, generator: bool) -> None:
+    __slots__ = (
+        "forwarding",
+        "id",
+        "instruments",
+        "routine",
+        "seen",
+        "served",
+        "steps",
+        "stopped",
+        "task",
+    )
+
+    def __init__(
+        self, call_id: int, generator: bool, served: _Served, instruments: Instruments
+    ) -> None:
+        super().__init__()
+        self.id = call_id
+        self.served = served
+        self.instruments = instruments
         self.task: asyncio.Task[None] | None = None
         self.seen: contextvar.Snapshot = {}  # ContextVar values as last reported
         self.steps: asyncio.Queue[s.Stepped] | None = asyncio.Queue() if generator else None
         self.stopped = False  # cancelled by the worker stopping, not by the caller
-        self.output: CallOutput | None = None  # where its prints go, if forwarded
+        self.forwarding = False  # its output goes to its caller
         self.routine = "unknown"  # its qualified name, once decoded
+
+    def open_sink(self) -> CallOutput:
+        """The call's sink: its frames go out on the call's own stream."""
+        return self.instruments.open_output(self.routine, self._send_output, self.served.loop)
+
+    def _send_output(self, outputs: list[Output]) -> None:
+        served = self.served
+        for output in outputs:
+            served.session.output(self.id, output)
+        served.pump.wake()
 
     def flush_output(self) -> None:
         """Send the call's last output: before its final frame, which ends the stream."""
-        if self.output is not None:
-            self.output.close()
+        if not self.forwarding:
+            return
+        monitor = self.instruments.monitor
+        if monitor is not None and monitor.suspect is not None:
+            monitor.closing(self.task, self)  # a call that blocked until its end says so first
+        self.close()
 
 
 def _changes(call: _Call) -> bytes:
@@ -169,12 +201,6 @@ class _Served:
 _LOAD_EVERY = 0.05
 
 
-def _send_output(call_id: int, served: _Served, outputs: list[Output]) -> None:
-    for output in outputs:
-        served.session.output(call_id, output)
-    served.pump.wake()
-
-
 class WorkerService:
     """Serves sessions; tracks in-flight calls so it can drain them.
 
@@ -203,7 +229,7 @@ class WorkerService:
         self._served: set[_Served] = set()
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], _Call] = {}  # each call's task
         self._idle = asyncio.Event()
         self._idle.set()
         self.instruments = Instruments(worker)
@@ -213,6 +239,11 @@ class WorkerService:
     def running(self) -> int:
         """Calls running now, over all sessions."""
         return len(self._running)
+
+    def output_of(self, task: asyncio.Task[Any]) -> OutputSlot | None:
+        """Where the output of the call that ``task`` runs goes, while it runs and forwards it."""
+        call = self._running.get(task)
+        return call if call is not None and call.forwarding and not call.closed else None
 
     @property
     def sessions(self) -> int:
@@ -264,6 +295,9 @@ class WorkerService:
                 self._no_sessions.set()
 
     async def _read(self, transport: ServerTransport, served: _Served) -> None:
+        # the calls' tasks start from this task's context: what is the same
+        # for every call of the session is set once, here
+        actor_scope_var.set(served.actors)
         try:
             while (envelope := await transport.read()) is not None:
                 rejected = served.session.rejected
@@ -315,7 +349,7 @@ class WorkerService:
             call.task.cancel()
 
     def _start(self, call_id: int, start: Start, arguments: Any, served: _Served) -> None:
-        call = served.calls[call_id] = _Call(start.generator)
+        call = served.calls[call_id] = _Call(call_id, start.generator, served, self.instruments)
         # before the first step, which may run (and block the loop) right here
         if not self._running:
             self.on_busy()
@@ -325,7 +359,7 @@ class WorkerService:
         task = call.task = _start_task(
             served.loop, self._run(call_id, start, arguments, call, served)
         )
-        self._running.add(task)  # the next Start's limit check sees it
+        self._running[task] = call  # the next Start's limit check sees it
         task.add_done_callback(lambda t: self._done(t, call_id, served))
         # The ack goes out after the call's first step: a call that finished in
         # that step needs none (its result frame implies it), which makes a
@@ -347,9 +381,12 @@ class WorkerService:
     def _done(self, task: asyncio.Task[None], call_id: int, served: _Served) -> None:
         if not task.cancelled() and task.exception() is not None:  # a bug in _run
             log.error("the runner of call %d failed", call_id, exc_info=task.exception())
+        call = self._running.pop(task, None)
+        if call is not None:
+            # the task's context holds the call (its output slot): a cycle otherwise
+            call.task = None
         served.calls.pop(call_id, None)
         served.session.forget(call_id)  # no-op unless it ended without a final frame
-        self._running.discard(task)
         if not self._running:
             self._idle.set()
 
@@ -386,7 +423,8 @@ class WorkerService:
         # block the loop while /metrics and load reports count the calls
         running = asyncio.current_task(served.loop)
         assert running is not None
-        self._running.add(running)  # ``_done`` takes it out
+        self._running[running] = call  # ``_done`` takes it out
+        call.task = running  # already, if it started eagerly: the monitor asks at its end
         session = served.session
         started = self.instruments.started()
         outcome = "error"
@@ -395,13 +433,11 @@ class WorkerService:
             call.routine = getattr(task.callable, "__qualname__", "routine")
             current_task_var.set(task)
             current_proxy_var.set(task.proxy)
-            actor_scope_var.set(served.actors)
             enter_task_deadlines(task)
             call.seen = contextvar.apply(task.context)
             if task.output:
-                call.output = self.instruments.capture_output(
-                    call.routine, functools.partial(_send_output, call_id, served), served.loop
-                )
+                call.forwarding = True
+                self.instruments.capture_output(call, served.loop)
             with self.instruments.span(task, call.routine):
                 if call.steps is not None:
                     async with asyncio.timeout(task.timeout):
