@@ -15,8 +15,12 @@ import pytest
 import distaff
 from distaff.proxy.call import RemoteCall
 from distaff.proxy.connection import WorkerConnection
+from distaff.runtime.worker.proxies import ProxyRegistry
+from distaff.runtime.worker.service import WorkerService
+from distaff.serialization import session as s
+from distaff.serialization import wire
 
-from ..memory import MemoryWorker, memory_worker
+from ..memory import MemoryWorker, _ServerEnd, memory_worker
 
 EVENTS: list[str] = []
 GATE = asyncio.Event()
@@ -204,3 +208,29 @@ async def test_closing_an_idle_connection_to_a_frozen_worker_cancels_after_a_mom
 
     assert end.half_closed
     assert end.cancelled.is_set()
+
+
+async def test_a_call_cancelled_before_its_first_step_is_forgotten_by_the_worker() -> None:
+    # Start and Cancel reach the worker in two envelopes read in one turn: on
+    # 3.11 the call's task is cancelled before it ran a line (only its done
+    # callback is left to forget it); on 3.12+ it started eagerly and ends
+    # in its own finally. Either way the worker holds nothing afterwards.
+    caller = s.CallerSession()
+    (hello,) = caller.data_to_send()
+    caller.ready = True  # the worker's hello is not read here: the frames are what matter
+    call = caller.open_call(task(waits_for_gate, "e").start_fields())
+    (start,) = caller.data_to_send()
+    caller.cancel(call)
+    (cancel,) = caller.data_to_send()
+    incoming: asyncio.Queue[wire.Envelope | None] = asyncio.Queue()
+    for envelope in (hello, start, cancel, None):
+        incoming.put_nowait(envelope)
+    outgoing: asyncio.Queue[wire.Envelope | None] = asyncio.Queue()
+    service = WorkerService(ProxyRegistry(), on_stop=lambda: None, worker="memory")
+
+    async with asyncio.timeout(10):
+        await service.serve(_ServerEnd(incoming, outgoing))
+
+    assert service.running == 0
+    assert service.sessions == 0
+    assert EVENTS in ([], ["e:started", "e:finally"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -83,6 +84,7 @@ class _Call(OutputSlot):
         "forwarding",
         "id",
         "instruments",
+        "on_done",
         "routine",
         "seen",
         "served",
@@ -99,6 +101,8 @@ class _Call(OutputSlot):
         self.served = served
         self.instruments = instruments
         self.task: asyncio.Task[None] | None = None
+        # the task's done callback: only for a task that never ran its end
+        self.on_done: Callable[[asyncio.Task[None]], None] | None = None
         self.seen: contextvar.Snapshot = {}  # ContextVar values as last reported
         self.steps: asyncio.Queue[s.Stepped] | None = asyncio.Queue() if generator else None
         self.stopped = False  # cancelled by the worker stopping, not by the caller
@@ -356,11 +360,15 @@ class WorkerService:
         self._idle.clear()
         # owned by the session: ``serve`` waits for or cancels it before it
         # returns; an eager one counted itself running in its first line
-        task = call.task = _start_task(
-            served.loop, self._run(call_id, start, arguments, call, served)
-        )
+        task = _start_task(served.loop, self._run(call_id, start, arguments, call, served))
+        if task.done():  # over in its eager first step (3.12+): it forgot itself
+            return
+        call.task = task
         self._running[task] = call  # the next Start's limit check sees it
-        task.add_done_callback(lambda t: self._done(t, call_id, served))
+        # a task that runs to its end forgets itself there and takes this back:
+        # it fires only for one cancelled before it started (or a bug in _run)
+        call.on_done = functools.partial(self._done, call_id, served)
+        task.add_done_callback(call.on_done)
         # The ack goes out after the call's first step: a call that finished in
         # that step needs none (its result frame implies it), which makes a
         # short coroutine one frame and one write each way.
@@ -378,9 +386,13 @@ class WorkerService:
         if acked:
             served.pump.wake()
 
-    def _done(self, task: asyncio.Task[None], call_id: int, served: _Served) -> None:
+    def _done(self, call_id: int, served: _Served, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:  # a bug in _run
             log.error("the runner of call %d failed", call_id, exc_info=task.exception())
+        self._forget(task, call_id, served)
+
+    def _forget(self, task: asyncio.Task[None], call_id: int, served: _Served) -> None:
+        """The call has ended: take it off the books (from its last step, or its done callback)."""
         call = self._running.pop(task, None)
         if call is not None:
             # the task's context holds the call (its output slot): a cycle otherwise
@@ -471,6 +483,10 @@ class WorkerService:
             # the only call on its session: its answer goes out in this turn
             served.pump.wake(eager=len(served.calls) == 1 and not served.handling)
             self.instruments.ended(call.routine, outcome, started)
+            # last: if anything above raised, the done callback logs it
+            if call.on_done is not None:
+                running.remove_done_callback(call.on_done)
+            self._forget(running, call_id, served)
 
     def _stopped_error(self) -> RpcError:
         return RpcError(
