@@ -30,30 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# the caller: a pool of two spawned workers, or (with a namespace) the one
+# durable worker in that namespace of this host's discovery
 _CALLER = """
-import asyncio, pathlib, sys
-import distaff
-from bench.routines import noop
-from bench.runner import fan_out
-
-go, calls = pathlib.Path(sys.argv[1]), int(sys.argv[2])
-
-async def main():
-    async with distaff.WorkerPool(spawn=2):
-        await fan_out(noop, 3000, 500)
-        print("READY", flush=True)
-        while not go.exists():
-            await asyncio.sleep(0.05)
-        await fan_out(noop, calls, 500)
-        print("DONE", flush=True)
-        while go.exists():
-            await asyncio.sleep(0.05)
-
-asyncio.run(main())
-"""
-
-# the native caller of ``--side worker``: the pool is the one worker in its namespace
-_WORKER_CALLER = """
 import asyncio, pathlib, sys
 import distaff
 from bench.routines import noop
@@ -61,8 +40,13 @@ from bench.runner import fan_out
 
 go, calls, namespace = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 
+def pool():
+    if not namespace:
+        return distaff.WorkerPool(spawn=2)
+    return distaff.WorkerPool(discovery=distaff.LocalDiscovery(namespace), wait=600)
+
 async def main():
-    async with distaff.WorkerPool(discovery=distaff.LocalDiscovery(namespace), wait=600):
+    async with pool():
         await fan_out(noop, 3000, 500)
         print("READY", flush=True)
         while not go.exists():
@@ -119,9 +103,10 @@ def count(tree: Path, calls: int, side: str = "caller") -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            caller_command = [sys.executable, "-c", _WORKER_CALLER, str(go), str(calls), namespace]
+            caller_command = [sys.executable, "-c", _CALLER, str(go), str(calls), namespace]
         else:
-            caller_command = _callgrind(out, [sys.executable, "-c", _CALLER, str(go), str(calls)])
+            counted_caller = [sys.executable, "-c", _CALLER, str(go), str(calls), ""]
+            caller_command = _callgrind(out, counted_caller)
         with log.open("wb") as sink:
             caller = subprocess.Popen(
                 caller_command, env=env, cwd="/", stdout=sink, stderr=subprocess.DEVNULL
