@@ -431,12 +431,15 @@ class WorkerService:
     async def _run(
         self, call_id: int, start: Start, arguments: Any, call: _Call, served: _Served
     ) -> None:
-        # running from the first line: a first step run eagerly (3.12+) may
-        # block the loop while /metrics and load reports count the calls
-        running = asyncio.current_task(served.loop)
-        assert running is not None
-        self._running[running] = call  # ``_done`` takes it out
-        call.task = running  # already, if it started eagerly: the monitor asks at its end
+        running = call.task  # ``_start`` put it on the books
+        if running is None:
+            # started eagerly (3.12+), before ``_start`` saw its task: running
+            # from the first line, as this step may block the loop while
+            # /metrics and load reports count the calls
+            running = asyncio.current_task(served.loop)
+            assert running is not None
+            self._running[running] = call  # ``_forget`` takes it out
+            call.task = running  # the monitor asks at its end
         session = served.session
         started = self.instruments.started()
         outcome = "error"
