@@ -21,13 +21,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import Any, TextIO, cast
 
 from ...proxy.output import BLOCKED_LOGGER, current_output_sink
 from ...serialization.wire import Output, OutputKind
-
-if TYPE_CHECKING:
-    pass
 
 _STDOUT = OutputKind.OUTPUT_STDOUT
 _STDERR = OutputKind.OUTPUT_STDERR
