@@ -167,7 +167,7 @@ class _SessionDriver:
             await self._transport.done_writing()
 
     def _half_close_if_drained(self) -> None:
-        if self.session.draining and not self.session.open_calls:
+        if self.session.draining and not self.session.calls:
             self._pump.close()
 
     async def _read(self) -> RpcError:
@@ -219,7 +219,7 @@ class _SessionDriver:
         seconds to end the session with OK, so it never sees a cancelled
         stream; with calls open, or after that, abandon (cancel) the stream.
         """
-        if patience > 0 and self.error is None and not self.session.open_calls:
+        if patience > 0 and self.error is None and not self.session.calls:
             self._pump.close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(patience):
@@ -364,7 +364,7 @@ class WorkerConnection:
     def in_flight(self) -> int:
         """This caller's calls on the worker, counted from the balancer's hand-off."""
         driver = self._driver
-        return self._reserved + (driver.session.open_calls if driver is not None else 0)
+        return self._reserved + (len(driver.session.calls) if driver is not None else 0)
 
     @property
     def latency(self) -> float:
@@ -452,7 +452,7 @@ class WorkerConnection:
         # since the last call ended (``_observe`` times coroutine calls)
         quiet = time.monotonic() - max(self._latency_at, self._ended_at)
         busy = (
-            driver.session.open_calls
+            driver.session.calls
             or self._reserved
             or (self._keep_session is not None and self._keep_session())
         )

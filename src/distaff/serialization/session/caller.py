@@ -210,8 +210,8 @@ class CallerSession:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
-        # the open calls, read-only: len(session.calls) is open_calls without
-        # a property's frame, for the driver that asks several times per call
+        # the calls that have not ended, by id: a live read-only view (the
+        # driver asks its length several times per call; no property frame)
         self.calls: Mapping[int, object] = types.MappingProxyType(self._calls)
         self._pending = Envelope()
         self._blobs: list[Payload] = []  # the large payloads _pending refers to
@@ -230,11 +230,6 @@ class CallerSession:
         """The call's phase, or None once it has ended."""
         state = self._calls.get(call)
         return state.phase if state is not None else None
-
-    @property
-    def open_calls(self) -> int:
-        """Calls that have not ended."""
-        return len(self._calls)
 
     def owners(self) -> list[Any]:
         """The owners of the calls that have not ended."""
