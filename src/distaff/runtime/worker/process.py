@@ -32,6 +32,10 @@ class _Spawned:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.pid = process.pid
+        self._pidfd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):  # gone already: its exit is on its way
+                self._pidfd = os.pidfd_open(self.pid)
 
     @property
     def returncode(self) -> int | None:
@@ -53,13 +57,29 @@ class _Spawned:
             self.process.stdin.close()
 
     def send_signal(self, sig: int) -> None:
-        self.process.send_signal(sig)
+        # Not ``process.send_signal``: subprocess polls (``waitpid``) before it
+        # signals, and so reaps a child that has just exited before asyncio's
+        # child watcher does; the watcher's own ``waitpid`` then fails, logs
+        # "exit status already read" and reports 255 instead of the real code
+        # (seen on 3.12 as a pool's workers left together). A pidfd names
+        # this child alone, exited or not, whoever reaps it.
+        if self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            else:
+                os.kill(self.pid, sig)
 
     def kill(self) -> None:
-        self.process.kill()
+        self.send_signal(signal.SIGKILL)
 
     async def wait(self) -> int | None:
-        return await self.process.wait()
+        returncode = await self.process.wait()
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
+        return returncode
 
 
 class _Forked:
