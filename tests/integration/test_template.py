@@ -12,6 +12,8 @@ import textwrap
 import pytest
 
 import distaff
+from distaff.runtime.worker.process import worker_process_environment
+from distaff.runtime.worker.template import WorkerTemplate
 
 from . import routines as r
 from .durable import ROOT
@@ -107,3 +109,20 @@ async def test_workers_that_die_at_once_are_all_reaped_and_reported() -> None:
                 while pool.pids:  # the template's exit reports
                     await asyncio.sleep(0.01)
         assert not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="templates are Linux only")
+async def test_a_template_that_does_not_go_when_closed_is_killed_and_reaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    template = WorkerTemplate()
+    await template.start(sys.path, worker_process_environment())
+    process = template._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)  # the template we started: it never sees the end
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        async with asyncio.timeout(20):
+            await template.aclose()  # waits its 5 s, then SIGKILL
+    assert process.returncode == -signal.SIGKILL
+    assert not alive(process.pid)
+    assert not [r for r in caplog.records if r.name == "asyncio"]

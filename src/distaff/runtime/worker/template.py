@@ -215,7 +215,11 @@ class WorkerTemplate:
                 async with asyncio.timeout(5.0):
                     await process.wait()
             except TimeoutError:
-                process.kill()
+                # not process.kill(): it polls first, and so may reap the
+                # template from under asyncio's child watcher (see _Spawned)
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGKILL)
                 await process.wait()
         reader, self._reader = self._reader, None
         if reader is not None:
