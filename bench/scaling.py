@@ -34,6 +34,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -113,9 +114,14 @@ _SETTLE = 2.0  # seconds between the last call and an idle window
 
 
 def _own_cpu() -> float:
-    """CPU seconds of this process and of its reaped descendants."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    """CPU seconds of this process and of its reaped descendants.
+
+    Not ``os.times()``: it counts in clock ticks (10 ms), coarser than a
+    small pool's whole stop, which then came out negative once the workers'
+    schedstat time (ns) was taken off it.
+    """
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _family(pids: list[int]) -> list[int]:
