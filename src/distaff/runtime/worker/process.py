@@ -33,9 +33,14 @@ class _Spawned:
         self.process = process
         self.pid = process.pid
         self._pidfd: int | None = None
+        self._reaped = False  # gone before we could name it: never signal its pid
         if hasattr(os, "pidfd_open"):
-            with contextlib.suppress(OSError):  # gone already: its exit is on its way
+            try:
                 self._pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:  # its exit is on its way to the watcher
+                self._reaped = True
+            except OSError:  # no pidfds here (an old kernel): signal by pid
+                pass
 
     @property
     def returncode(self) -> int | None:
@@ -63,7 +68,7 @@ class _Spawned:
         # "exit status already read" and reports 255 instead of the real code
         # (seen on 3.12 as a pool's workers left together). A pidfd names
         # this child alone, exited or not, whoever reaps it.
-        if self.process.returncode is not None:
+        if self.process.returncode is not None or self._reaped:
             return
         with contextlib.suppress(ProcessLookupError):
             if self._pidfd is not None:
