@@ -2,14 +2,20 @@
 
 Layout (dependencies point down):
 
-    runtime/        what users touch: routine, Task, WorkerPool, contexts,
+    runtime/        what users touch: routine, WorkerPool, contexts,
                     map/as_completed, actors;
                     the worker process and service; discovery backends
     proxy/          WorkerProxy (membership + dispatch loop), the per-worker
-                    WorkerConnection, LoadBalancerContext
-    balancers/      the balancer protocols and RoundRobinLoadBalancer
-    serialization/  the wire (.proto + generated code), pickling of tasks,
-                    exception shipping, worker metadata codec
+                    WorkerConnection (gRPC or a same-host Unix socket),
+                    LoadBalancerContext
+    balancers/      the balancer protocols and the built-in balancers
+                    (round robin, least loaded, latency aware)
+    serialization/  the wire (.proto + generated code), the session frames,
+                    Task and its pickling, exception shipping, worker
+                    metadata codec
+
+Importing distaff sets ``GRPC_VERBOSITY=ERROR`` in the environment unless it
+is already set (gRPC's INFO lines about workers coming and going are noise).
 """
 
 from __future__ import annotations

@@ -324,10 +324,10 @@ def routine(
     method this includes ``self``: each call works on its own copy, and
     changes it makes to ``self`` stay on the worker and are dropped (three
     calls of a method doing ``self.n += 1`` each return 1, and the caller's
-    object is unchanged). Return what should come back. Stateful remote
-    objects will be actors, a separate feature. A text file open for
-    reading arrives as an ``io.StringIO`` snapshot of its contents (at the
-    same position); other open files do not pickle.
+    object is unchanged). Return what should come back; for state that
+    lives on a worker across calls, use an actor (``distaff.actor``). A
+    text file open for reading arrives as an ``io.StringIO`` snapshot of its
+    contents (at the same position); other open files do not pickle.
 
     ``window=N`` (async generators only) lets the worker run up to N items
     ahead of the caller, batching them on the wire: much faster streaming,
