@@ -14,26 +14,27 @@ from distaff.runtime.worker.server import WorkerConfig
 
 
 def _block_until_exited(pid: int, timeout: float = 10.0) -> None:
-    """Wait, without letting the event loop run, until ``pid`` is a zombie or reaped.
+    """Wait, without letting the event loop run, until ``pid`` can be reaped (or was).
 
     Blocking is the point: asyncio's child watcher (pidfd, on 3.12+) reaps
     only from the loop, so the child stays an unreaped zombie until the test
     awaits again; that is the moment a pool stopping its workers meets.
+    ``WNOWAIT`` looks without reaping. Not ``/proc/PID/stat`` saying ``Z``:
+    a worker's main thread is a zombie before its other threads are gone,
+    and until then nobody can reap it.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                state = stat.read().rpartition(")")[2].split()[0]
-        except FileNotFoundError:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
             return  # reaped already (a watcher thread, before 3.12)
-        if state == "Z":
-            return
         time.sleep(0.01)  # a poll of a condition, with the deadline above
     raise TimeoutError(f"pid {pid} did not exit within {timeout} s")
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+@pytest.mark.skipif(not hasattr(os, "waitid"), reason="needs waitid")
 async def test_stopping_a_worker_that_has_just_exited_keeps_its_real_status(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
