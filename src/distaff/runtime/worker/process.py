@@ -18,7 +18,7 @@ from ..._exceptions import WorkerStartError
 from ...serialization.metadata import WorkerMetadata, decode_metadata
 from .._malloc import worker_environment
 from .server import WorkerConfig
-from .template import ForkedChild, WorkerTemplate
+from .template import ChildSignaller, ForkedChild, WorkerTemplate
 
 # when the whole pool stops: our word on a child's stdin, its answer on its
 # readiness descriptor once it has drained (see ``Worker.leave_together``)
@@ -32,15 +32,7 @@ class _Spawned:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.pid = process.pid
-        self._pidfd: int | None = None
-        self._reaped = False  # gone before we could name it: never signal its pid
-        if hasattr(os, "pidfd_open"):
-            try:
-                self._pidfd = os.pidfd_open(self.pid)
-            except ProcessLookupError:  # its exit is on its way to the watcher
-                self._reaped = True
-            except OSError:  # no pidfds here (an old kernel): signal by pid
-                pass
+        self._signaller = ChildSignaller(process.pid)
 
     @property
     def returncode(self) -> int | None:
@@ -62,28 +54,15 @@ class _Spawned:
             self.process.stdin.close()
 
     def send_signal(self, sig: int) -> None:
-        # Not ``process.send_signal``: subprocess polls (``waitpid``) before it
-        # signals, and so reaps a child that has just exited before asyncio's
-        # child watcher does; the watcher's own ``waitpid`` then fails, logs
-        # "exit status already read" and reports 255 instead of the real code
-        # (seen on 3.12 as a pool's workers left together). A pidfd names
-        # this child alone, exited or not, whoever reaps it.
-        if self.process.returncode is not None or self._reaped:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            if self._pidfd is not None:
-                signal.pidfd_send_signal(self._pidfd, sig)
-            else:
-                os.kill(self.pid, sig)
+        if self.process.returncode is None:
+            self._signaller.send(sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
     async def wait(self) -> int | None:
         returncode = await self.process.wait()
-        pidfd, self._pidfd = self._pidfd, None
-        if pidfd is not None:
-            os.close(pidfd)
+        self._signaller.close()
         return returncode
 
 

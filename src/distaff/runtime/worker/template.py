@@ -33,6 +33,48 @@ def available() -> bool:
     return sys.platform == "linux" and hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
 
 
+class ChildSignaller:
+    """Signals one child of ours through a pidfd: never by a pid that may be reused, never polling.
+
+    Not ``Popen.send_signal``/``kill``: they poll (``waitpid``) before they
+    signal, and so reap a child that has just exited before asyncio's child
+    watcher does; the watcher's own ``waitpid`` then fails, logs "exit
+    status already read" and reports 255 instead of the real status (seen on
+    3.12 as a pool's workers left together). A pidfd names this child alone,
+    exited or not, whoever reaps it. Without pidfds (an old kernel, not
+    Linux) it signals by pid; ``close`` once the child's exit is known.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._pidfd: int | None = None
+        self._gone = False  # gone before we could name it: never signal its pid
+        if hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:  # its exit is on its way to whoever reaps it
+                self._gone = True
+            except OSError:  # no pidfds here: signal by pid
+                pass
+
+    def send(self, sig: int) -> None:
+        """Signal the child, unless it is known to be gone."""
+        if self._gone:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            else:
+                os.kill(self.pid, sig)
+
+    def close(self) -> None:
+        """The child's exit is known: release the pidfd and signal nothing more."""
+        self._gone = True
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 class ForkedChild:
     """A worker forked by the template: signalled through a pidfd, reaped by the template."""
 
@@ -41,10 +83,7 @@ class ForkedChild:
         self.returncode: int | None = None
         self.lifeline: IO[bytes] | None = lifeline  # closing it tells the child to stop
         self._exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        try:
-            self._pidfd: int | None = os.pidfd_open(pid)
-        except OSError:
-            self._pidfd = None  # already gone: the template's report follows
+        self._signaller = ChildSignaller(pid)
 
     def close_lifeline(self) -> None:
         """Close our end of the child's stdin; it stops when it sees the end."""
@@ -55,9 +94,8 @@ class ForkedChild:
 
     def send_signal(self, sig: int) -> None:
         """Signal the child, unless it has exited."""
-        if self.returncode is None and self._pidfd is not None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, sig)
+        if self.returncode is None:
+            self._signaller.send(sig)
 
     def kill(self) -> None:
         """SIGKILL the child, unless it has exited."""
@@ -73,9 +111,7 @@ class ForkedChild:
             return
         self.returncode = returncode
         self.close_lifeline()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+        self._signaller.close()
         self._exited.set_result(returncode)
 
 
@@ -84,6 +120,7 @@ class WorkerTemplate:
 
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
+        self._signaller: ChildSignaller | None = None
         self._control: socket.socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -119,6 +156,7 @@ class WorkerTemplate:
             raise
         finally:
             theirs.close()
+        self._signaller = ChildSignaller(self._process.pid)
         ours.setblocking(False)
         self._control = ours
         assert self._process.stdin is not None
@@ -215,12 +253,11 @@ class WorkerTemplate:
                 async with asyncio.timeout(5.0):
                     await process.wait()
             except TimeoutError:
-                # not process.kill(): it polls first, and so may reap the
-                # template from under asyncio's child watcher (see _Spawned)
-                if process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, signal.SIGKILL)
+                if process.returncode is None and self._signaller is not None:
+                    self._signaller.send(signal.SIGKILL)
                 await process.wait()
+            if self._signaller is not None:
+                self._signaller.close()
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
